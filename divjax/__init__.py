@@ -1,0 +1,29 @@
+"""divjax: fit a distribution q_phi to a target p by gradient descent on a divergence.
+
+The data path is one straight line: target and family -> divergence ->
+estimator (a surrogate loss) -> ``jax.grad`` -> optax -> ``lax.scan`` -> ``vmap``.
+"""
+
+from divjax.divergences import (
+    DIVERGENCES,
+    autodiff_grad,
+    divergence,
+    exact_grad,
+    infinite_reason,
+    is_infinite,
+)
+from divjax.families import Gaussian, default_q0
+from divjax.targets import GaussianMixture, default_target
+
+__all__ = [
+    "DIVERGENCES",
+    "Gaussian",
+    "GaussianMixture",
+    "autodiff_grad",
+    "default_q0",
+    "default_target",
+    "divergence",
+    "exact_grad",
+    "infinite_reason",
+    "is_infinite",
+]
