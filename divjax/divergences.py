@@ -101,7 +101,7 @@ def _safe_q(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
     if not name.startswith("chi2"):
         return q
     safe = jnp.log(jnp.max(p.scales, axis=-1))
-    return Gaussian(q.loc, jnp.where(is_infinite(name, p, q), safe, q.log_scale))
+    return Gaussian._make((q.loc, jnp.where(is_infinite(name, p, q), safe, q.log_scale)))
 
 
 # ---------------------------------------------------------------------------
@@ -150,9 +150,9 @@ def _chi2_forward_terms(p: GaussianMixture, q: Gaussian):
     return log_terms, diff, d, s2
 
 
-def _chi2_forward(p, q):
+def _log1p_chi2_forward(p, q):
     log_terms, *_ = _chi2_forward_terms(p, q)
-    return jnp.expm1(logsumexp(log_terms))
+    return logsumexp(log_terms)
 
 
 def _chi2_reverse_nodes(p: GaussianMixture, q: Gaussian):
@@ -171,16 +171,18 @@ def _chi2_reverse_log_terms(p, q):
     return x, w, 2.0 * q.log_prob(x) - p.normalized_log_prob(x)
 
 
-def _chi2_reverse(p, q):
+def _log1p_chi2_reverse(p, q):
     _, w, log_f = _chi2_reverse_log_terms(p, q)
-    return jnp.expm1(logsumexp(log_f, b=w))
+    return logsumexp(log_f, b=w)
 
 
+# Chi-squares are computed as log(1 + chi^2), which never overflows.
+_LOG1P_CHI2 = {"chi2_forward": _log1p_chi2_forward, "chi2_reverse": _log1p_chi2_reverse}
 _VALUES = {
     "kl_forward": _kl_forward,
     "kl_reverse": _kl_reverse,
-    "chi2_forward": _chi2_forward,
-    "chi2_reverse": _chi2_reverse,
+    "chi2_forward": lambda p, q: jnp.expm1(_log1p_chi2_forward(p, q)),
+    "chi2_reverse": lambda p, q: jnp.expm1(_log1p_chi2_reverse(p, q)),
 }
 
 
@@ -210,7 +212,7 @@ def divergence(name: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
 def _grad_kl_forward(p, q):
     # -E_p[grad log q] with E_p[x] and E_p[(x - mu)^2] in closed form.
     second = p.variance() + (p.mean() - q.loc) ** 2
-    return Gaussian(-(p.mean() - q.loc) / q.variance, 1.0 - second / q.variance)
+    return Gaussian._make((-(p.mean() - q.loc) / q.variance, 1.0 - second / q.variance))
 
 
 def _grad_kl_reverse(p, q):
@@ -218,7 +220,7 @@ def _grad_kl_reverse(p, q):
     x, w = quadrature.nodes(p, q)
     wq = w * jnp.exp(q.log_prob(x))
     g = p.grad_log_prob(x)
-    return Gaussian(-jnp.sum(wq * g), -1.0 - jnp.sum(wq * (x - q.loc) * g))
+    return Gaussian._make((-jnp.sum(wq * g), -1.0 - jnp.sum(wq * (x - q.loc) * g)))
 
 
 def _grad_chi2_forward(p, q):
@@ -227,8 +229,14 @@ def _grad_chi2_forward(p, q):
     r = jnp.exp(log_terms - lse)
     d_loc = -diff / d
     d_log_scale = 2.0 - s2 / d - s2 * diff**2 / d**2
-    scale = jnp.exp(lse)
-    return Gaussian(scale * jnp.sum(r * d_loc), scale * jnp.sum(r * d_log_scale))
+    # (1 + chi^2) * E_r[d log I]; in log space so an overflowing (finite but
+    # > 1e308) chi-square gives +-inf, never inf * 0 = NaN.
+    return Gaussian._make(tuple(_scaled(lse, jnp.sum(r * d)) for d in (d_loc, d_log_scale)))
+
+
+def _scaled(log_scale, x):
+    """``exp(log_scale) * x`` without forming ``inf * 0``."""
+    return jnp.sign(x) * jnp.exp(log_scale + jnp.log(jnp.abs(x)))
 
 
 def _grad_chi2_reverse(p, q):
@@ -239,7 +247,7 @@ def _grad_chi2_reverse(p, q):
     for s in score:
         val, sign = logsumexp(log_f, b=w * s, return_sign=True)
         out.append(2.0 * sign * jnp.exp(val))
-    return Gaussian(*out)
+    return Gaussian._make(out)
 
 
 _GRADS = {
@@ -274,9 +282,19 @@ def exact_grad(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
 
 
 def autodiff_grad(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
-    """``jax.grad`` of `divergence` with respect to ``q`` (``+inf`` where infinite)."""
+    """``jax.grad`` of `divergence` with respect to ``q`` (``+inf`` where infinite).
+
+    Chi-squares are differentiated through ``log(1 + chi^2)`` and rescaled by
+    ``1 + chi^2`` in log space, so a finite chi-square too large for the float
+    type gives a gradient of ``+-inf``, not NaN.
+    """
     _check_args(name, p, q)
-    grad = jax.grad(lambda q_: _VALUES[name](p, _safe_q(name, p, q_)))(q)
+    if name in _LOG1P_CHI2:
+        # grad chi^2 = (1 + chi^2) grad log(1 + chi^2), rescaled in log space.
+        log1p, grad = jax.value_and_grad(lambda q_: _LOG1P_CHI2[name](p, _safe_q(name, p, q_)))(q)
+        grad = jax.tree_util.tree_map(lambda g: _scaled(log1p, g), grad)
+    else:
+        grad = jax.grad(lambda q_: _VALUES[name](p, q_))(q)
     return _mark_infinite(name, p, q, grad)
 
 

@@ -28,6 +28,10 @@ class Gaussian(_GaussianParams):
     ``q``, or arrays of equal shape ``(n,)`` for a batch of ``n`` (as in
     `divjax.Optima`).
 
+    Gradients with respect to ``(loc, log_scale)`` come back in this same
+    container (built with ``Gaussian._make``, which skips validation: a
+    gradient may legitimately be ``inf``).
+
     Raises:
       ValueError: non-finite ``loc`` or ``log_scale`` (concrete inputs only).
     """
@@ -72,7 +76,7 @@ class Gaussian(_GaussianParams):
     def score(self, x: jax.typing.ArrayLike) -> "Gaussian":
         r"""``grad_phi log q(x)``: ``((x - mu) / sigma^2, ((x - mu) / sigma)^2 - 1)``."""
         z = (jnp.asarray(x) - self.loc) / self.scale
-        return Gaussian(z / self.scale, z**2 - 1.0)
+        return Gaussian._make((z / self.scale, z**2 - 1.0))
 
     def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
         """Reparameterized draws ``loc + scale * eps``, shape ``(num_samples,)``."""
@@ -81,6 +85,11 @@ class Gaussian(_GaussianParams):
 
     def entropy(self) -> jax.Array:
         return self.log_scale + 0.5 * (_LOG_2PI + 1.0)
+
+
+# Rebuilding a pytree (jit outputs, tree_map, gradients, which may be inf or
+# negative) must not re-run the validation meant for user input.
+jax.tree_util.register_pytree_node(Gaussian, lambda g: (tuple(g), None), lambda _, c: Gaussian._make(c))
 
 
 def default_q0() -> Gaussian:

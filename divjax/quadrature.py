@@ -89,7 +89,11 @@ def nodes(
 
     Returns:
       ``(x, w)``, each of static shape ``(N,)``; ``sum(w * f(x))`` approximates
-      the integral for integrands concentrated near the anchors.
+      the integral for integrands concentrated near the anchors. Both are
+      wrapped in ``stop_gradient``: differentiating ``sum(w * f(x, q))``
+      with respect to ``q`` gives ``int d/dq f(x, q) dx``, the exact
+      derivative of the integral, rather than the derivative of where the
+      nodes sit.
     """
     locs = [p.locs]
     scales = [p.scales]
@@ -107,4 +111,7 @@ def nodes(
         x_c, kappa = crossings(p)
         graded = jnp.asarray(_GRADED, dtype=locs.dtype)
         breaks.append((x_c[:, None] + graded / kappa[:, None]).ravel())
-    return _panel_rule(jnp.concatenate(breaks))
+    # The rule is a fixed rule for the current anchors: gradients flow through
+    # the integrand only (differentiation under the integral sign over R).
+    x, w = _panel_rule(jax.lax.stop_gradient(jnp.concatenate(breaks)))
+    return x, w

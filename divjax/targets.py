@@ -110,6 +110,13 @@ class GaussianMixture(_MixtureParams):
         return self.locs[comp] + self.scales[comp] * eps
 
 
+# Rebuilding a pytree (jit outputs, tree_map, gradients with respect to the
+# target's parameters) must not re-run the validation meant for user input.
+jax.tree_util.register_pytree_node(
+    GaussianMixture, lambda p: (tuple(p), None), lambda _, c: GaussianMixture._make(c)
+)
+
+
 def default_target() -> GaussianMixture:
     """The default scenario: ``p = 0.3 N(-2, 0.5^2) + 0.7 N(3, 1^2)``."""
     return GaussianMixture(weights=[0.3, 0.7], locs=[-2.0, 3.0], scales=[0.5, 1.0])

@@ -1,0 +1,470 @@
+r"""Monte Carlo gradient estimators, each a surrogate loss whose ``jax.grad`` is the estimate.
+
+``surrogate(name, estimator, target, num_samples)`` returns
+``loss_fn(q, key) -> (loss, aux)``; ``jax.grad(loss_fn, has_aux=True)(q, key)``
+is the estimate of ``grad_phi D(q_phi)`` as a `Gaussian`, with
+``phi = (loc, log_scale)``. Notation: ``x_i ~ q`` (``i = 1..K``), the log-weights
+``log w_i = log p~(x_i) - log q(x_i)``, the self-normalized weights
+``w_i / sum_j w_j``, and the score ``s(x) = grad_phi log q_phi(x)``.
+
+Every surrogate is written as ``K`` per-sample terms (so ``aux.contributions``,
+their per-sample gradients, sum to the estimate) with `jax.lax.stop_gradient`
+marking what is held fixed: score-function estimators put stopped coefficients
+on ``log q_phi`` at stopped samples (the old optax surrogate
+``f(x) * log_prob(x)``); reparameterized ones differentiate through
+``q.sample(key, K) = loc + scale * eps`` and, for a callable target, through
+``log_p`` itself (autodiff supplies ``grad_x log p~``).
+
+Monte Carlo estimators only evaluate ``log p~``: the target may be unnormalized
+(mass ``Z``). What each estimator is unbiased or consistent for is stated in
+its docstring; in short
+
+=============  =============  ==================================================
+divergence     estimator      estimates (unbiased / consistent as K -> inf)
+=============  =============  ==================================================
+kl_forward     snis           consistent: ``grad KL(p || q)``
+kl_reverse     reinforce      unbiased: ``grad KL(q || p)``
+kl_reverse     reinforce_loo  unbiased: ``grad KL(q || p)`` (K >= 2)
+kl_reverse     reparam        unbiased: ``grad KL(q || p)``
+kl_reverse     stl            unbiased: ``grad KL(q || p)``
+chi2_forward   snis2          consistent: ``grad log(1 + chi^2(p || q))``
+chi2_reverse   score          unbiased: ``grad chi^2(q || p) / Z``
+chi2_reverse   score_sn       consistent: ``grad log(1 + chi^2(q || p))``
+chi2_reverse   reparam        unbiased: ``grad chi^2(q || p) / Z``
+=============  =============  ==================================================
+
+Infinite variance. For a Gaussian mixture ``p`` (widest component variance
+``s^2``) and ``q = N(mu, sigma^2)``:
+``score`` and chi2_reverse ``reparam`` have infinite variance iff
+``sigma^2 >= 3 s^2 / 2`` (``E_q[(q/p)^2]`` diverges), and infinite mean iff
+``sigma^2 >= 2 s^2`` (``chi^2(q || p) = inf``). The self-normalized ``snis``,
+``snis2`` and ``score_sn`` are convex combinations of scores, so their variance
+is finite at every ``K``, but their asymptotic variance ``K Var`` is infinite
+(no 1/K rate, unreliable standard errors) iff ``sigma^2 <= s^2 / 2``,
+``sigma^2 <= 3 s^2 / 4`` and ``sigma^2 >= 3 s^2 / 2`` respectively; where the
+chi-square they target is infinite they converge to nothing. `divjax.grad_stats`
+reports this as ``infinite_variance``.
+
+Loss values. The value of every Monte Carlo ``loss`` is a consistent, Z-free
+estimate of the divergence ``name`` itself (biased at finite ``K``), e.g.
+``-mean(log w) + log mean(w)`` for ``kl_reverse``; only its gradient is the
+estimator. The ``"exact"`` loss value is `divjax.divergence` (``+inf`` where
+infinite). Where ``score`` or chi2_reverse ``reparam`` exceed the float range
+(``q/p~`` above ``~1e38`` in float32, e.g. ``q`` far from every mode) the
+gradient is ``+-inf``, never NaN, because the common factor ``mean(q/p~)`` is
+applied after the per-sample sum (`_scale_grad`); the per-sample
+``contributions`` may then hold ``+-inf`` of both signs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from divjax.divergences import DIVERGENCES, check_divergence, divergence, exact_grad, is_infinite
+from divjax.families import Gaussian
+from divjax.targets import GaussianMixture
+
+ESTIMATORS: dict[str, tuple[str, ...]] = {
+    "kl_forward": ("exact", "snis"),
+    "kl_reverse": ("exact", "reinforce", "reinforce_loo", "reparam", "stl"),
+    "chi2_forward": ("exact", "snis2"),
+    "chi2_reverse": ("exact", "score", "score_sn", "reparam"),
+}
+assert tuple(ESTIMATORS) == DIVERGENCES
+
+_MIN_SAMPLES = {"reinforce_loo": 2}
+
+Target = Union[GaussianMixture, Callable[[jax.Array], jax.Array]]
+stop = jax.lax.stop_gradient
+
+
+class SurrogateAux(NamedTuple):
+    r"""What one draw of an estimator saw; identical shapes for every estimator.
+
+    Attributes:
+      samples: ``(K,)`` the draws ``x_i ~ q`` (stopped).
+      log_weights: ``(K,)`` ``log p~(x_i) - log q(x_i)``.
+      weights: ``(K,)`` self-normalized ``w_i / sum_j w_j`` (sum to one).
+      ess: ``()`` effective sample size ``1 / sum_i weights_i^2``, in ``[1, K]``.
+      ess_sq: ``()`` ESS of the squared weights ``w_i^2 / sum_j w_j^2`` (the
+        weights ``snis2`` uses).
+      contributions: `Gaussian` with ``(K,)`` leaves, sample ``i``'s share of
+        the gradient estimate; they sum over ``K`` to the estimate. For
+        ``"exact"``: the exact gradient divided by ``K``.
+    """
+
+    samples: jax.Array
+    log_weights: jax.Array
+    weights: jax.Array
+    ess: jax.Array
+    ess_sq: jax.Array
+    contributions: Gaussian
+
+
+class _Spec(NamedTuple):
+    value: jax.Array  # the loss value (stopped)
+    terms: Callable[[Gaussian], jax.Array]  # per-sample surrogate terms, (K,)
+    log_scale: jax.Array  # gradient = exp(log_scale) * grad sum(terms)
+
+
+def _log_mean_exp(a: jax.Array) -> jax.Array:
+    return logsumexp(a) - math.log(a.shape[0])
+
+
+@jax.custom_vjp
+def _scale_grad(q: Gaussian, log_scale: jax.Array) -> Gaussian:
+    """Identity on ``q`` whose backward pass multiplies the gradient by ``exp(log_scale)``.
+
+    The factor is applied after the per-sample terms have been summed, so a
+    product beyond the float range is ``+-inf`` rather than ``inf - inf = NaN``.
+    """
+    return q
+
+
+def _scale_grad_fwd(q, log_scale):
+    return q, log_scale
+
+
+def _scale_grad_bwd(log_scale, ct):
+    scale = jnp.exp(log_scale)
+    return jax.tree_util.tree_map(lambda c: scale * c, ct), jnp.zeros_like(log_scale)
+
+
+_scale_grad.defvjp(_scale_grad_fwd, _scale_grad_bwd)
+
+
+# ---------------------------------------------------------------------------
+# Estimators: (q, key, x, log_w, log_p) -> _Spec. x and log_w arrive stopped.
+
+
+def _kl_forward_value(log_w):
+    return jnp.sum(jax.nn.softmax(log_w) * log_w) - _log_mean_exp(log_w)
+
+
+def _kl_reverse_value(log_w):
+    return -jnp.mean(log_w) + _log_mean_exp(log_w)
+
+
+def _chi2_reverse_value(log_w):
+    return jnp.expm1(_log_mean_exp(-log_w) + _log_mean_exp(log_w))
+
+
+def _zero(log_w):
+    return jnp.zeros((), log_w.dtype)
+
+
+def snis(q, key, x, log_w, log_p) -> _Spec:
+    r"""Self-normalized importance sampling for ``kl_forward``.
+
+    ``grad KL(p || q) = -E_p[s(x)] ~= -sum_i wbar_i s(x_i)``, with
+    ``wbar = softmax(log w)`` on stopped samples from ``q``.
+
+    Consistent for ``grad KL(p || q)`` (a ratio estimator: bias ``O(1/K)``,
+    ``-E_q[wn^2 (f - E_p f)] / K`` to first order with ``wn = p/q`` and
+    ``f = -s``); invariant to the scale of ``p~``.
+
+    References:
+      Bornschein & Bengio (2015), Reweighted wake-sleep, ICLR (the q-update).
+      Owen (2013), Monte Carlo theory, methods and examples, ch. 9.
+    """
+    w = jax.nn.softmax(log_w)
+    return _Spec(_kl_forward_value(log_w), lambda q_: -w * q_.log_prob(x), _zero(log_w))
+
+
+def reinforce(q, key, x, log_w, log_p) -> _Spec:
+    r"""Score function (REINFORCE) for ``kl_reverse``.
+
+    ``grad KL(q || p) = -E_q[r(x) s(x)]`` with reward ``r = log p~ - log q``
+    (``E_q[s] = 0`` removes both ``log Z`` and the ``grad log q`` term);
+    estimate ``-(1/K) sum_i r_i s(x_i)``.
+
+    Unbiased for ``grad KL(q || p)``. Not scale invariant: multiplying ``p~``
+    by ``c`` adds ``-log(c) mean_i s(x_i)`` (zero mean, nonzero variance).
+
+    References:
+      Williams (1992), Simple statistical gradient-following algorithms for
+      connectionist reinforcement learning, Machine Learning 8.
+      Ranganath, Gerrish & Blei (2014), Black box variational inference, AISTATS.
+    """
+    k = x.shape[0]
+    return _Spec(_kl_reverse_value(log_w), lambda q_: -log_w * q_.log_prob(x) / k, _zero(log_w))
+
+
+def reinforce_loo(q, key, x, log_w, log_p) -> _Spec:
+    r"""REINFORCE with the leave-one-out baseline (RLOO) for ``kl_reverse``.
+
+    Baseline ``b_i = mean_{j != i} r_j``; estimate
+    ``-(1/K) sum_i (r_i - b_i) s(x_i)``. ``b_i`` is independent of ``x_i``, so
+    it is unbiased for ``grad KL(q || p)``; needs ``K >= 2``. Invariant to the
+    scale of ``p~`` (constants cancel in ``r_i - b_i``).
+
+    References:
+      Kool, van Hoof & Welling (2019), Buy 4 REINFORCE samples, get a baseline
+      for free!, ICLR workshop DeepRLStructPred.
+      Salimans & Knowles (2014), On using control variates with stochastic
+      approximation for variational Bayes, arXiv:1401.1022.
+    """
+    k = x.shape[0]
+    baseline = (jnp.sum(log_w) - log_w) / (k - 1)
+    centred = log_w - baseline
+    return _Spec(_kl_reverse_value(log_w), lambda q_: -centred * q_.log_prob(x) / k, _zero(log_w))
+
+
+def reparam_kl(q, key, x, log_w, log_p) -> _Spec:
+    r"""Reparameterization (pathwise) for ``kl_reverse``.
+
+    ``z_i = loc + scale * eps_i``; estimate
+    ``grad (1/K) sum_i [log q_phi(z_i) - log p~(z_i)]``, differentiating
+    through ``z`` (``grad_x log p~`` by autodiff).
+
+    Unbiased for ``grad KL(q || p)``; invariant to the scale of ``p~``.
+
+    References:
+      Kingma & Welling (2014), Auto-encoding variational Bayes, ICLR.
+      Rezende, Mohamed & Wierstra (2014), Stochastic backpropagation and
+      approximate inference in deep generative models, ICML.
+    """
+    k = x.shape[0]
+
+    def terms(q_):
+        z = q_.sample(key, k)
+        return (q_.log_prob(z) - log_p(z)) / k
+
+    return _Spec(_kl_reverse_value(log_w), terms, _zero(log_w))
+
+
+def stl(q, key, x, log_w, log_p) -> _Spec:
+    r"""Sticking the landing for ``kl_reverse``: ``reparam`` without the score term.
+
+    ``grad (1/K) sum_i [log q_{stop(phi)}(z_i) - log p~(z_i)]`` with
+    ``z_i = loc + scale * eps_i``: one `stop_gradient`, on the parameters of
+    ``log q``, drops the zero-mean ``s(z_i)`` term.
+
+    Unbiased for ``grad KL(q || p)``; zero variance when ``q = p``; invariant to
+    the scale of ``p~``.
+
+    References:
+      Roeder, Wu & Duvenaud (2017), Sticking the landing: simple, lower-variance
+      gradient estimators for variational inference, NeurIPS.
+    """
+    k = x.shape[0]
+
+    def terms(q_):
+        z = q_.sample(key, k)
+        return (stop(q_).log_prob(z) - log_p(z)) / k
+
+    return _Spec(_kl_reverse_value(log_w), terms, _zero(log_w))
+
+
+def snis2(q, key, x, log_w, log_p) -> _Spec:
+    r"""Squared self-normalized weights for ``chi2_forward``.
+
+    ``grad log(1 + chi^2(p || q)) = -E_q[w^2 s] / E_q[w^2]
+    ~= -sum_i w2_i s(x_i)`` with ``w2 = softmax(2 log w)``.
+
+    Consistent for ``grad log(1 + chi^2(p || q))``, which is twice the gradient
+    of CHIVI's upper bound ``CUBO_2 = log Z + log(1 + chi^2(p || q)) / 2``: with
+    an unnormalized target this, not ``grad chi^2(p || q)``, is what can be
+    estimated (the two differ by the factor ``1 + chi^2``). Bias ``O(1/K)``;
+    invariant to the scale of ``p~``. Needs ``chi^2(p || q) < inf``.
+
+    References:
+      Dieng, Tran, Ranganath, Paisley & Blei (2017), Variational inference via
+      chi upper bound minimization, NeurIPS.
+      Ryu & Boyd (2014), Adaptive importance sampling via stochastic convex
+      programming, arXiv:1412.4845.
+    """
+    w2 = jax.nn.softmax(2.0 * log_w)
+    value = jnp.expm1(_log_mean_exp(2.0 * log_w) - 2.0 * _log_mean_exp(log_w))
+    return _Spec(value, lambda q_: -w2 * q_.log_prob(x), _zero(log_w))
+
+
+def score_chi2(q, key, x, log_w, log_p) -> _Spec:
+    r"""Score function for ``chi2_reverse`` (the seed page's ``-exp(-r)`` weights).
+
+    ``grad int q^2 / p~ = 2 E_q[(q / p~) s]``; estimate
+    ``(2/K) sum_i exp(-log w_i) s(x_i)`` on stopped samples (the pathwise and
+    score terms are equal, hence the 2). Written as
+    ``mean(q/p~) * score_sn``, the factor applied after the sum (`_scale_grad`).
+
+    Unbiased for ``grad chi^2(q || p) / Z``: for a normalized target (``Z = 1``)
+    the gradient itself; multiplying ``p~`` by ``c`` divides it by ``c``.
+    Infinite variance iff ``sigma^2 >= 3 s^2 / 2`` (``s^2`` the widest
+    component's variance); infinite mean iff ``chi^2(q || p) = inf``.
+
+    References:
+      Dieng et al. (2017), Variational inference via chi upper bound
+      minimization, NeurIPS (chi-square VI with score-function gradients).
+      Ranganath, Gerrish & Blei (2014), Black box variational inference, AISTATS.
+    """
+    v = jax.nn.softmax(-log_w)
+    return _Spec(_chi2_reverse_value(log_w), lambda q_: 2.0 * v * q_.log_prob(x),
+                 _log_mean_exp(-log_w))
+
+
+def score_sn(q, key, x, log_w, log_p) -> _Spec:
+    r"""Self-normalized score function for ``chi2_reverse``.
+
+    ``grad log(1 + chi^2(q || p)) = 2 E_q[(q/p) s] / E_q[q/p]
+    ~= 2 sum_i v_i s(x_i)`` with ``v = softmax(-log w)``.
+
+    Consistent for ``grad log(1 + chi^2(q || p))`` (``= grad D_2(q || p)``, the
+    Renyi divergence of order 2), bias ``O(1/K)``; invariant to the scale of
+    ``p~``. Equals ``score / mean_i(q/p~)(x_i)``.
+
+    References:
+      Li & Turner (2016), Renyi divergence variational inference, NeurIPS
+      (the VR bound's self-normalized weights, alpha = 2).
+    """
+    v = jax.nn.softmax(-log_w)
+    return _Spec(_chi2_reverse_value(log_w), lambda q_: 2.0 * v * q_.log_prob(x), _zero(log_w))
+
+
+def reparam_chi2(q, key, x, log_w, log_p) -> _Spec:
+    r"""Reparameterization for ``chi2_reverse``.
+
+    ``int q^2 / p~ = E_eps[q_phi(z) / p~(z)]`` with ``z = loc + scale * eps``;
+    estimate ``grad (1/K) sum_i exp(log q_phi(z_i) - log p~(z_i))`` through
+    ``z`` and ``q_phi``, the common factor ``mean(q/p~)`` applied after the sum.
+
+    Unbiased for ``grad chi^2(q || p) / Z`` (as ``score``); same infinite-variance
+    condition ``sigma^2 >= 3 s^2 / 2``.
+
+    References:
+      Kingma & Welling (2014), Auto-encoding variational Bayes, ICLR.
+      Dieng et al. (2017), Variational inference via chi upper bound
+      minimization, NeurIPS (reparameterized chi-square gradients).
+    """
+    k = x.shape[0]
+    log_scale = _log_mean_exp(-log_w)
+
+    def terms(q_):
+        z = q_.sample(key, k)
+        return jnp.exp(q_.log_prob(z) - log_p(z) - log_scale) / k
+
+    return _Spec(_chi2_reverse_value(log_w), terms, log_scale)
+
+
+def _exact(name, target):
+    def spec(q, key, x, log_w, log_p) -> _Spec:
+        r"""The exact gradient as a linear surrogate ``stop(g) . phi`` (loss = the divergence)."""
+        g = stop(exact_grad(name, target, q))
+        inf = is_infinite(name, target, q)
+        g = jax.tree_util.tree_map(lambda a: jnp.where(inf, 1.0, a), g)
+        k = x.shape[0]
+
+        def terms(q_):
+            return jnp.full((k,), g.loc * q_.loc + g.log_scale * q_.log_scale) / k
+
+        log_scale = jnp.where(inf, jnp.inf, 0.0).astype(log_w.dtype)
+        return _Spec(stop(divergence(name, target, q)), terms, log_scale)
+
+    return spec
+
+
+_ESTIMATOR_FNS = {
+    ("kl_forward", "snis"): snis,
+    ("kl_reverse", "reinforce"): reinforce,
+    ("kl_reverse", "reinforce_loo"): reinforce_loo,
+    ("kl_reverse", "reparam"): reparam_kl,
+    ("kl_reverse", "stl"): stl,
+    ("chi2_forward", "snis2"): snis2,
+    ("chi2_reverse", "score"): score_chi2,
+    ("chi2_reverse", "score_sn"): score_sn,
+    ("chi2_reverse", "reparam"): reparam_chi2,
+}
+
+
+def check_estimator(name: str, estimator: str, target, num_samples) -> None:
+    """Raises `ValueError` (naming the valid choices) on any invalid combination."""
+    check_divergence(name)
+    valid = ESTIMATORS[name]
+    if estimator not in valid:
+        raise ValueError(
+            f"unknown estimator {estimator!r} for divergence {name!r}; "
+            f"valid choices: {', '.join(valid)}"
+        )
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    need = _MIN_SAMPLES.get(estimator, 1)
+    if num_samples < need:
+        raise ValueError(
+            f"estimator {estimator!r} needs num_samples >= {need}, got {num_samples}"
+        )
+    if estimator == "exact" and not isinstance(target, GaussianMixture):
+        raise ValueError(
+            "estimator 'exact' needs a divjax.GaussianMixture target; a callable "
+            f"log density only supports Monte Carlo estimators: "
+            f"{', '.join(e for e in valid if e != 'exact')}"
+        )
+    if not isinstance(target, GaussianMixture) and not callable(target):
+        raise ValueError(
+            f"target must be a divjax.GaussianMixture or a callable log p~(x), got {target!r}"
+        )
+
+
+def surrogate(
+    name: str, estimator: str, target: Target, num_samples: int
+) -> Callable[[Gaussian, jax.Array], tuple[jax.Array, SurrogateAux]]:
+    r"""A surrogate loss whose gradient is the ``estimator``'s estimate of ``grad D``.
+
+    Args:
+      name: the divergence, one of `divjax.DIVERGENCES`.
+      estimator: one of ``ESTIMATORS[name]``; ``"exact"`` routes to
+        `divjax.exact_grad` so exact and Monte Carlo runs share one code path.
+      target: a `GaussianMixture` (its unnormalized ``log_prob`` is used) or a
+        callable ``log_p(x)`` mapping ``(K,)`` to ``(K,)``, unnormalized and
+        differentiable (``reparam`` and ``stl`` differentiate it).
+      num_samples: ``K >= 1`` draws per estimate (``>= 2`` for
+        ``reinforce_loo``); static, it fixes shapes. ``"exact"`` still draws
+        ``K`` samples for ``aux``.
+
+    Returns:
+      ``loss_fn(q, key) -> (loss, aux)`` for a single (unbatched) ``q``; ``vmap``
+      it for batches. ``jax.grad(loss_fn, has_aux=True)(q, key)`` returns
+      ``(estimate, aux)``, the estimate a `Gaussian` of scalars and ``aux`` a
+      `SurrogateAux`. ``loss`` is a consistent Z-free estimate of the divergence
+      (exactly `divjax.divergence` for ``"exact"``); see the module docstring.
+      Supports first-order reverse-mode differentiation (``jax.grad``).
+
+    Raises:
+      ValueError: unknown divergence or estimator (naming the valid choices),
+        ``num_samples`` not an int or too small, ``"exact"`` without a
+        `GaussianMixture`. Raised here, before any tracing.
+    """
+    check_estimator(name, estimator, target, num_samples)
+    log_p = target.log_prob if isinstance(target, GaussianMixture) else target
+    make = _exact(name, target) if estimator == "exact" else _ESTIMATOR_FNS[(name, estimator)]
+    k = int(num_samples)
+
+    def loss_fn(q: Gaussian, key: jax.Array) -> tuple[jax.Array, SurrogateAux]:
+        x = stop(q.sample(key, k))
+        log_w = stop(log_p(x) - q.log_prob(x))
+        spec = make(q, key, x, log_w, log_p)
+        total = jnp.sum(spec.terms(_scale_grad(q, spec.log_scale)))
+        loss = spec.value + (total - stop(total))
+        scale = jnp.exp(spec.log_scale)
+        per_sample = jax.jacfwd(spec.terms)(stop(q))
+        contributions = jax.tree_util.tree_map(lambda c: scale * c, per_sample)
+        w = jax.nn.softmax(log_w)
+        w2 = jax.nn.softmax(2.0 * log_w)
+        aux = SurrogateAux(
+            samples=x,
+            log_weights=log_w,
+            weights=w,
+            ess=1.0 / jnp.sum(w**2),
+            ess_sq=1.0 / jnp.sum(w2**2),
+            contributions=stop(contributions),
+        )
+        return loss, aux
+
+    return loss_fn
+
+
+__all__ = ["ESTIMATORS", "SurrogateAux", "surrogate", "check_estimator"]
