@@ -13,17 +13,23 @@ from divjax.divergences import (
     is_infinite,
 )
 from divjax.families import Gaussian, default_q0
+from divjax.gradcheck import GradCheck, check_grad
+from divjax.optima import Optima, optimal_q
 from divjax.targets import GaussianMixture, default_target
 
 __all__ = [
     "DIVERGENCES",
     "Gaussian",
     "GaussianMixture",
+    "GradCheck",
+    "Optima",
     "autodiff_grad",
+    "check_grad",
     "default_q0",
     "default_target",
     "divergence",
     "exact_grad",
     "infinite_reason",
     "is_infinite",
+    "optimal_q",
 ]

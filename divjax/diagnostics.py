@@ -9,7 +9,8 @@ unbiased or consistent for (its *estimand*, `GradStats.exact`).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,9 @@ class GradStats(NamedTuple):
       variance: per-parameter variance of one draw (``ddof=1``); ``+inf``
         where the estimator's variance is infinite (``infinite_variance`` for
         ``score`` and chi2_reverse ``reparam``), whatever the sample gave.
-      sample_variance: the plain sample variance, always finite.
+      sample_variance: the plain sample variance of the draws, whatever they
+        were (finite in exact arithmetic; heavy-tailed draws can overflow it to
+        ``inf`` in float32).
       stderr: standard error of ``mean``, ``sqrt(variance / num_draws)``.
       mse: ``mean((g - exact)^2)``; ``+inf`` where ``variance`` is.
       snr: signal-to-noise ratio ``|mean| / sqrt(variance)``, the definition of
@@ -124,17 +127,21 @@ def _estimand_scale(name: str, estimator: str, p: GaussianMixture, q: Gaussian) 
     return jnp.ones_like(q.loc)
 
 
-def _stats_one(name, estimator, target, q, key, k, num_draws):
+def _estimand(name, estimator, target, q):
+    """``(exact, scale, divergence_infinite, infinite_variance)`` for one unbatched ``q``."""
+    div_inf = is_infinite(name, target, q)
+    scale = _estimand_scale(name, estimator, target, q)
+    exact = _tree_map(lambda e: jnp.where(div_inf, jnp.inf, scale * e), exact_grad(name, target, q))
+    return exact, scale, div_inf, infinite_variance(name, estimator, target, q)
+
+
+def _stats_one(name, estimator, target, q, key, k, num_draws, estimand):
     """Statistics for one unbatched ``q`` and one ``K``."""
     grad_fn = jax.grad(surrogate(name, estimator, target, k), has_aux=True)
     keys = jax.random.split(key, num_draws)
     g, aux = jax.vmap(grad_fn, in_axes=(None, 0))(q, keys)
 
-    div_inf = is_infinite(name, target, q)
-    scale = _estimand_scale(name, estimator, target, q)
-    exact = _tree_map(lambda e: jnp.where(div_inf, jnp.inf, scale * e),
-                      exact_grad(name, target, q))
-    inf_var = infinite_variance(name, estimator, target, q)
+    exact, scale, div_inf, inf_var = estimand
     truly_inf = inf_var & (name == "chi2_reverse") & (estimator in ("score", "reparam"))
 
     mean = _tree_map(lambda a: jnp.mean(a, axis=0), g)
@@ -149,8 +156,9 @@ def _stats_one(name, estimator, target, q, key, k, num_draws):
     g_norm = jnp.sqrt(g.loc**2 + g.log_scale**2)
     e_norm = jnp.sqrt(exact.loc**2 + exact.log_scale**2)
     cos = jnp.where(g_norm > 0, g_dot_e / (g_norm * e_norm), 0.0)
-    mse = _tree_map(lambda a, e: jnp.where(truly_inf, jnp.inf, jnp.mean((a - e) ** 2, axis=0)),
-                    g, exact)
+    mse = _tree_map(
+        lambda a, e: jnp.where(truly_inf, jnp.inf, jnp.mean((a - e) ** 2, axis=0)), g, exact
+    )
     return GradStats(
         exact=exact,
         scale=scale,
@@ -175,8 +183,11 @@ def _stats_one(name, estimator, target, q, key, k, num_draws):
 @functools.partial(jax.jit, static_argnames=("name", "estimator", "ks", "num_draws"))
 def _grad_stats(target, q, key, *, name, estimator, ks, num_draws):
     def per_q(q_):
+        estimand = _estimand(name, estimator, target, q_)
         rows = [
-            _stats_one(name, estimator, target, q_, jax.random.fold_in(key, k), k, num_draws)
+            _stats_one(
+                name, estimator, target, q_, jax.random.fold_in(key, k), k, num_draws, estimand
+            )
             for k in ks
         ]
         return _tree_map(lambda *r: jnp.stack(r), *rows)
@@ -192,7 +203,7 @@ def grad_stats(
     estimator: str,
     target: GaussianMixture,
     q: Gaussian,
-    num_samples: Union[int, Sequence[int]],
+    num_samples: int | Sequence[int],
     num_draws: int,
     key: jax.Array,
 ) -> GradStats:
@@ -238,8 +249,9 @@ def grad_stats(
         raise ValueError(f"num_draws must be an int >= 2, got {num_draws!r}")
     if not isinstance(q, Gaussian) or jnp.ndim(q.loc) > 1:
         raise ValueError("q must be a divjax.Gaussian with scalar or (n,) leaves")
-    out = _grad_stats(target, q, key, name=name, estimator=estimator, ks=ks,
-                      num_draws=int(num_draws))
+    out = _grad_stats(
+        target, q, key, name=name, estimator=estimator, ks=ks, num_draws=int(num_draws)
+    )
     if single:
         out = _tree_map(lambda a: a[0], out)
     return out

@@ -36,11 +36,11 @@ chi2_reverse   reparam        unbiased: ``grad chi^2(q || p) / Z``
 Infinite variance. For a Gaussian mixture ``p`` (widest component variance
 ``s^2``) and ``q = N(mu, sigma^2)``:
 ``score`` and chi2_reverse ``reparam`` have infinite variance iff
-``sigma^2 >= 3 s^2 / 2`` (``E_q[(q/p)^2]`` diverges), and infinite mean iff
+``sigma^2 >= 3 s^2 / 2`` (``E_q[(q/p)^2 s(x)^2]`` diverges), and infinite mean iff
 ``sigma^2 >= 2 s^2`` (``chi^2(q || p) = inf``). The self-normalized ``snis``,
 ``snis2`` and ``score_sn`` are convex combinations of scores, so their variance
 is finite at every ``K``, but their asymptotic variance ``K Var`` is infinite
-(no 1/K rate, unreliable standard errors) iff ``sigma^2 <= s^2 / 2``,
+(variance decaying slower than 1/K, unreliable standard errors) iff ``sigma^2 <= s^2 / 2``,
 ``sigma^2 <= 3 s^2 / 4`` and ``sigma^2 >= 3 s^2 / 2`` respectively; where the
 chi-square they target is infinite they converge to nothing. `divjax.grad_stats`
 reports this as ``infinite_variance``.
@@ -53,20 +53,21 @@ infinite). Where ``score`` or chi2_reverse ``reparam`` exceed the float range
 (``q/p~`` above ``~1e38`` in float32, e.g. ``q`` far from every mode) the
 gradient is ``+-inf``, never NaN, because the common factor ``mean(q/p~)`` is
 applied after the per-sample sum (`_scale_grad`); the per-sample
-``contributions`` may then hold ``+-inf`` of both signs.
+``contributions`` may then hold ``+-inf`` of both signs (summing them gives NaN).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from divjax.divergences import DIVERGENCES, check_divergence, divergence, exact_grad, is_infinite
+from divjax.divergences import check_divergence, divergence, exact_grad, is_infinite
 from divjax.families import Gaussian
 from divjax.targets import GaussianMixture
 
@@ -76,11 +77,10 @@ ESTIMATORS: dict[str, tuple[str, ...]] = {
     "chi2_forward": ("exact", "snis2"),
     "chi2_reverse": ("exact", "score", "score_sn", "reparam"),
 }
-assert tuple(ESTIMATORS) == DIVERGENCES
 
 _MIN_SAMPLES = {"reinforce_loo": 2}
 
-Target = Union[GaussianMixture, Callable[[jax.Array], jax.Array]]
+Target = GaussianMixture | Callable[[jax.Array], jax.Array]
 stop = jax.lax.stop_gradient
 
 
@@ -304,8 +304,9 @@ def score_chi2(q, key, x, log_w, log_p) -> _Spec:
       Ranganath, Gerrish & Blei (2014), Black box variational inference, AISTATS.
     """
     v = jax.nn.softmax(-log_w)
-    return _Spec(_chi2_reverse_value(log_w), lambda q_: 2.0 * v * q_.log_prob(x),
-                 _log_mean_exp(-log_w))
+    return _Spec(
+        _chi2_reverse_value(log_w), lambda q_: 2.0 * v * q_.log_prob(x), _log_mean_exp(-log_w)
+    )
 
 
 def score_sn(q, key, x, log_w, log_p) -> _Spec:
@@ -394,9 +395,7 @@ def check_estimator(name: str, estimator: str, target, num_samples) -> None:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     need = _MIN_SAMPLES.get(estimator, 1)
     if num_samples < need:
-        raise ValueError(
-            f"estimator {estimator!r} needs num_samples >= {need}, got {num_samples}"
-        )
+        raise ValueError(f"estimator {estimator!r} needs num_samples >= {need}, got {num_samples}")
     if estimator == "exact" and not isinstance(target, GaussianMixture):
         raise ValueError(
             "estimator 'exact' needs a divjax.GaussianMixture target; a callable "

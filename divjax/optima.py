@@ -15,6 +15,7 @@ forward chi-square exactly one (log-convex in the natural parameters).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -74,12 +75,16 @@ def _starts(name: str, p: GaussianMixture) -> np.ndarray:
 
 
 def _newton(f, theta0: jax.Array, num_iters: int) -> jax.Array:
-    """Saddle-free damped Newton with a backtracking (Armijo) line search."""
+    """Saddle-free damped Newton with a backtracking (Armijo) line search.
+
+    Stops after ``num_iters`` iterations, or earlier once a step no longer
+    changes ``theta`` (converged to machine precision, or stalled).
+    """
     grad = jax.grad(f)
     hess = jax.hessian(f)
     steps = jnp.asarray(_STEP_SIZES, dtype=theta0.dtype)
 
-    def body(theta, _):
+    def step(theta):
         g = grad(theta)
         evals, evecs = jnp.linalg.eigh(hess(theta))
         scale = jnp.maximum(jnp.abs(evals), 1e-8 * (1.0 + jnp.max(jnp.abs(evals))))
@@ -89,11 +94,18 @@ def _newton(f, theta0: jax.Array, num_iters: int) -> jax.Array:
         cand = theta + steps[:, None] * direction
         fc = jax.vmap(f)(cand)
         ok = jnp.isfinite(fc) & (fc <= f0 + 1e-4 * steps * jnp.dot(g, direction))
-        first = jnp.argmax(ok)
-        new = jnp.where(jnp.any(ok), cand[first], theta)
-        return new, None
+        return jnp.where(jnp.any(ok), cand[jnp.argmax(ok)], theta)
 
-    theta, _ = jax.lax.scan(body, theta0, None, length=num_iters)
+    def cond(state):
+        _, it, moved = state
+        return (it < num_iters) & moved
+
+    def body(state):
+        theta, it, _ = state
+        new = step(theta)
+        return new, it + 1, jnp.any(new != theta)
+
+    theta, _, _ = jax.lax.while_loop(cond, body, (theta0, 0, jnp.array(True)))
     return theta
 
 
@@ -101,7 +113,7 @@ def optimal_q(
     name: str,
     p: GaussianMixture,
     *,
-    num_iters: int = 80,
+    num_iters: int = 100,
     grad_tol: float | None = None,
 ) -> Optima:
     r"""Every verified local minimum of the divergence ``name`` over ``(loc, log_scale)``.
@@ -109,7 +121,7 @@ def optimal_q(
     Args:
       name: one of `divjax.DIVERGENCES`.
       p: the target mixture.
-      num_iters: Newton iterations per start.
+      num_iters: the most Newton iterations per start.
       grad_tol: the largest gradient norm (of the objective: the divergence for
         KLs, ``log(1 + chi^2)`` for chi-squares) accepted at a minimum; by
         default ``1e-6`` in float64 and ``2e-3`` in float32.
@@ -127,9 +139,8 @@ def optimal_q(
     dtype = p.locs.dtype
     if grad_tol is None:
         grad_tol = 1e-6 if dtype == jnp.float64 else 2e-3
-    f = _objective(name, p)
     starts = jnp.asarray(_starts(name, p), dtype=dtype)
-    ends, grads, hessians, values = _solve(f, starts, num_iters)
+    ends, grads, hessians, values = _solve(name, p, starts, num_iters)
     ends, grads, hessians, values = map(np.asarray, (ends, grads, hessians, values))
 
     found: list[tuple[float, np.ndarray]] = []
@@ -155,10 +166,8 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return abs(a[0] - b[0]) < 1e-3 * scale and abs(a[1] - b[1]) < 1e-3
 
 
-def _solve(f, starts, num_iters):
-    @jax.jit
-    def run(starts):
-        ends = jax.vmap(lambda t: _newton(f, t, num_iters))(starts)
-        return ends, jax.vmap(jax.grad(f))(ends), jax.vmap(jax.hessian(f))(ends), jax.vmap(f)(ends)
-
-    return run(starts)
+@functools.partial(jax.jit, static_argnames=("name", "num_iters"))
+def _solve(name, p, starts, num_iters):
+    f = _objective(name, p)
+    ends = jax.vmap(lambda t: _newton(f, t, num_iters))(starts)
+    return ends, jax.vmap(jax.grad(f))(ends), jax.vmap(jax.hessian(f))(ends), jax.vmap(f)(ends)

@@ -80,12 +80,11 @@ def test_exact_grad_matches_autodiff_random(x64, mix, qq, name):
 
 
 @pytest.mark.parametrize("name", dj.DIVERGENCES)
-@pytest.mark.parametrize("loc,scale", [(1.0, 1.2), (3.0, 1.0), (-2.0, 0.6), (0.5, 0.9)])
+@pytest.mark.parametrize("loc,scale", [(1.0, 1.2), (3.0, 1.0), (-2.0, 0.75), (0.5, 0.9)])
 def test_exact_grad_vs_finite_differences(x64, name, loc, scale):
     p = dj.default_target()
     q = dj.Gaussian.from_loc_scale(loc, scale)
-    if bool(dj.is_infinite(name, p, q)):
-        pytest.skip("infinite here; covered by the infinite-case tests")
+    assert not bool(dj.is_infinite(name, p, q))
     g = dj.exact_grad(name, p, q)
     h = 1e-5
     for i, field in enumerate(dj.Gaussian._fields):
