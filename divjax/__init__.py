@@ -4,6 +4,7 @@ The data path is one straight line: target and family -> divergence ->
 estimator (a surrogate loss) -> ``jax.grad`` -> optax -> ``lax.scan`` -> ``vmap``.
 """
 
+from divjax.diagnostics import GradStats, grad_stats
 from divjax.divergences import (
     DIVERGENCES,
     autodiff_grad,
@@ -12,13 +13,28 @@ from divjax.divergences import (
     infinite_reason,
     is_infinite,
 )
+from divjax.estimators import ESTIMATORS, SurrogateAux, surrogate
 from divjax.families import Gaussian, default_q0
+from divjax.fit import FitResult, FitStatus, FitTrace, default_optimizer, fit
 from divjax.gradcheck import GradCheck, check_grad
 from divjax.optima import Optima, optimal_q
+from divjax.parameterizations import PARAMETERIZATIONS, Parameterization
 from divjax.targets import GaussianMixture, default_target
 
 __all__ = [
     "DIVERGENCES",
+    "ESTIMATORS",
+    "FitResult",
+    "FitStatus",
+    "FitTrace",
+    "GradStats",
+    "PARAMETERIZATIONS",
+    "Parameterization",
+    "SurrogateAux",
+    "default_optimizer",
+    "fit",
+    "grad_stats",
+    "surrogate",
     "Gaussian",
     "GaussianMixture",
     "GradCheck",

@@ -7,7 +7,7 @@ construction or call time, outside traced code.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp

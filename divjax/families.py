@@ -47,14 +47,14 @@ class Gaussian(_GaussianParams):
         return super().__new__(cls, loc, log_scale)
 
     @classmethod
-    def from_loc_scale(cls, loc, scale) -> "Gaussian":
+    def from_loc_scale(cls, loc, scale) -> Gaussian:
         """Builds ``q`` from its mean and (positive) standard deviation."""
         if _checks.is_concrete(scale):
             _checks.check_positive(scale, "scale")
         return cls(loc, jnp.log(jnp.asarray(scale, dtype=jnp.result_type(float))))
 
     @classmethod
-    def from_loc_variance(cls, loc, variance) -> "Gaussian":
+    def from_loc_variance(cls, loc, variance) -> Gaussian:
         """Builds ``q`` from its mean and (positive) variance."""
         if _checks.is_concrete(variance):
             _checks.check_positive(variance, "variance")
@@ -73,7 +73,7 @@ class Gaussian(_GaussianParams):
         z = (jnp.asarray(x) - self.loc) / self.scale
         return -0.5 * z**2 - self.log_scale - 0.5 * _LOG_2PI
 
-    def score(self, x: jax.typing.ArrayLike) -> "Gaussian":
+    def score(self, x: jax.typing.ArrayLike) -> Gaussian:
         r"""``grad_phi log q(x)``: ``((x - mu) / sigma^2, ((x - mu) / sigma)^2 - 1)``."""
         z = (jnp.asarray(x) - self.loc) / self.scale
         return Gaussian._make((z / self.scale, z**2 - 1.0))

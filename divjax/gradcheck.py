@@ -7,7 +7,8 @@ the exact value (`divjax.autodiff_grad`).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -1,0 +1,319 @@
+r"""Fitting ``q`` by gradient descent on a divergence: one jit-compiled ``lax.scan``.
+
+The data path: surrogate loss (`divjax.surrogate`) -> ``jax.grad`` -> optax
+update -> `lax.scan` over steps. A step whose gradient or new parameters are
+not finite (too large a step, a negative step size running away, a collapsing
+scale, an infinite chi-square) is not taken: the fit freezes at the last
+finite ``q`` and records the step at which it diverged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from divjax import _progress
+from divjax.divergences import divergence
+from divjax.estimators import check_estimator, surrogate
+from divjax.families import Gaussian
+from divjax.optima import Optima, optimal_q
+from divjax.parameterizations import Parameterization, get_parameterization, mu_log_sigma
+from divjax.targets import GaussianMixture
+
+DEFAULT_LEARNING_RATE = 0.05
+DEFAULT_MOMENTUM = 0.9
+
+# FitStatus.optimum codes besides a row index of `Optima`.
+STUCK = -1  # converged nowhere known: not near any local minimum of the divergence
+UNKNOWN = -2  # no optima to compare with (callable target, or the fit diverged)
+
+# FitStatus.reason codes.
+OK, NONFINITE_GRAD, NONFINITE_PARAMS, SCALE_OUT_OF_RANGE = 0, 1, 2, 3
+REASONS = {
+    OK: "ok",
+    NONFINITE_GRAD: "non-finite gradient",
+    NONFINITE_PARAMS: "non-finite parameters",
+    SCALE_OUT_OF_RANGE: "scale collapsed to 0 or exploded",
+}
+
+
+class FitState(NamedTuple):
+    """The scan carry: coordinates ``theta``, optimizer state, PRNG key, step, divergence record."""
+
+    params: jax.Array
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array
+    diverged_at: jax.Array
+    reason: jax.Array
+
+
+class StepInfo(NamedTuple):
+    """Per-step outputs of `make_step` (scalars)."""
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    ess: jax.Array
+
+
+class FitTrace(NamedTuple):
+    """Per-step trace of a fit; leaves have a leading ``(num_steps,)`` axis.
+
+    Attributes:
+      q: ``q`` after each step (frozen at the last finite ``q`` after divergence).
+      value: the exact divergence after each step, or ``None`` when it is not
+        available (callable target) or not requested (``trace_value=False``).
+      grad_norm: Euclidean norm of the gradient estimate at each step.
+      ess: effective sample size ``1 / sum w^2`` of the step's samples.
+      loss: the surrogate's loss value (a Z-free estimate; see `surrogate`).
+    """
+
+    q: Gaussian
+    value: jax.Array | None
+    grad_norm: jax.Array
+    ess: jax.Array
+    loss: jax.Array
+
+
+class FitStatus(NamedTuple):
+    """How a fit ended (arrays, batched under `sweep`).
+
+    Attributes:
+      diverged_at: the step whose update went non-finite, or ``-1``.
+      reason: a code of `REASONS` (``0`` when the fit did not diverge).
+      optimum: the row of `optimal_q`'s `Optima` the final ``q`` is near
+        (``0`` = global), `STUCK` (``-1``) when near none, `UNKNOWN` (``-2``)
+        when no optima were available or the fit diverged.
+      final_value: the exact divergence at the final ``q`` (``nan`` only when
+        no exact value exists: callable target).
+    """
+
+    diverged_at: jax.Array
+    reason: jax.Array
+    optimum: jax.Array
+    final_value: jax.Array
+
+    @property
+    def diverged(self) -> jax.Array:
+        return self.diverged_at >= 0
+
+    def describe(self) -> str:
+        """A one-line summary of an unbatched status."""
+        if int(self.diverged_at) >= 0:
+            return f"diverged at step {int(self.diverged_at)} ({REASONS[int(self.reason)]})"
+        opt = int(self.optimum)
+        if opt == 0:
+            return "converged to the global optimum"
+        if opt > 0:
+            return f"converged to local optimum #{opt}"
+        if opt == STUCK:
+            return "stuck (near no local minimum)"
+        return "finished (no optima to compare with)"
+
+
+class FitResult(NamedTuple):
+    """The final ``q``, the per-step `FitTrace` and the `FitStatus`."""
+
+    q: Gaussian
+    trace: FitTrace
+    status: FitStatus
+
+
+def default_optimizer(
+    learning_rate: float = DEFAULT_LEARNING_RATE, momentum: float = DEFAULT_MOMENTUM
+) -> optax.GradientTransformation:
+    """SGD with (heavy-ball) momentum, as in the seed post; a negative rate ascends."""
+    return optax.sgd(learning_rate, momentum=momentum or None)
+
+
+def _tree_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _scale_bounds(dtype) -> tuple[float, float]:
+    info = jnp.finfo(dtype)
+    return 0.5 * math.log(float(info.tiny)), 0.5 * math.log(float(info.max))
+
+
+def init_state(
+    q0: Gaussian,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    parameterization: Parameterization = mu_log_sigma,
+) -> FitState:
+    zero = jnp.zeros((), jnp.int32)
+    params = parameterization.from_gaussian(q0)
+    return FitState(params, optimizer.init(params), key, zero, zero - 1, zero)
+
+
+def make_step(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    parameterization: Parameterization = mu_log_sigma,
+) -> Callable[[FitState], tuple[FitState, StepInfo]]:
+    """One optimizer step on ``loss_fn(q, key) -> (loss, aux)``, freezing on divergence.
+
+    The optimizer acts on ``theta`` in ``parameterization``'s coordinates; the
+    gradient is ``jax.grad`` through ``to_gaussian``. Once a fit has diverged
+    every later step is a no-op, so a batch of fits (``vmap``) can run the
+    same number of steps whatever happens to each.
+    """
+    to_q = parameterization.to_gaussian
+    grad_fn = jax.value_and_grad(lambda theta, key: loss_fn(to_q(theta), key), has_aux=True)
+
+    def step(state: FitState) -> tuple[FitState, StepInfo]:
+        key, sub = jax.random.split(state.key)
+        (loss, aux), grad = grad_fn(state.params, sub)
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        q = to_q(params)
+        lo, hi = _scale_bounds(q.log_scale.dtype)
+        grad_ok = _tree_finite(grad)
+        params_ok = _tree_finite(params) & _tree_finite(q)
+        scale_ok = (q.log_scale > lo) & (q.log_scale < hi)
+        reason = jnp.where(
+            ~grad_ok,
+            NONFINITE_GRAD,
+            jnp.where(~params_ok, NONFINITE_PARAMS, jnp.where(~scale_ok, SCALE_OUT_OF_RANGE, OK)),
+        ).astype(jnp.int32)
+        alive = state.diverged_at < 0
+        take = alive & (reason == OK)
+        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+            lambda a, b: jnp.where(take, a, b), new, old
+        )
+        new_state = FitState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            key=key,
+            step=state.step + 1,
+            diverged_at=jnp.where(alive & ~take, state.step, state.diverged_at),
+            reason=jnp.where(alive & ~take, reason, state.reason),
+        )
+        grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad)))
+        return new_state, StepInfo(loss, grad_norm, aux.ess)
+
+    return step
+
+
+def classify(
+    q: Gaussian, diverged_at: jax.Array, optima: Optima | None, tol: float = 0.2
+) -> jax.Array:
+    """Which optimum ``q`` is near: a row of ``optima``, `STUCK` or `UNKNOWN`.
+
+    "Near" means ``|loc - loc*| < tol * scale*`` and ``|log_scale - log_scale*| < tol``.
+    """
+    if optima is None:
+        return jnp.full(jnp.shape(diverged_at), UNKNOWN, jnp.int32)
+    loc = jnp.asarray(q.loc)[..., None]
+    log_scale = jnp.asarray(q.log_scale)[..., None]
+    near = (jnp.abs(loc - optima.q.loc) < tol * optima.q.scale) & (
+        jnp.abs(log_scale - optima.q.log_scale) < tol
+    )
+    idx = jnp.where(jnp.any(near, axis=-1), jnp.argmax(near, axis=-1), STUCK).astype(jnp.int32)
+    return jnp.where(diverged_at >= 0, UNKNOWN, idx)
+
+
+def resolve_optimizer(optimizer, learning_rate, momentum) -> optax.GradientTransformation:
+    if optimizer is None:
+        return default_optimizer(learning_rate, momentum)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def fit(
+    target,
+    q0: Gaussian,
+    name: str,
+    estimator: str = "exact",
+    *,
+    num_samples: int = 16,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    momentum: float = DEFAULT_MOMENTUM,
+    num_steps: int = 1000,
+    key: jax.Array | None = None,
+    parameterization: str | Parameterization = "mu_log_sigma",
+    trace_value: bool = True,
+    optima: Optima | None = None,
+    tol: float = 0.2,
+    progress: bool | None = None,
+) -> FitResult:
+    r"""Fits ``q`` to ``target`` by descending the divergence ``name``.
+
+    Args:
+      target: a `GaussianMixture`, or a callable unnormalized ``log p~(x)``
+        (Monte Carlo estimators only).
+      q0: the starting `Gaussian`.
+      name: one of `divjax.DIVERGENCES`.
+      estimator: one of ``divjax.ESTIMATORS[name]``; ``"exact"`` by default.
+      num_samples: ``K``, Monte Carlo samples per step (static: fixes shapes).
+      optimizer: any optax ``GradientTransformation``; by default
+        ``optax.sgd(learning_rate, momentum=momentum)``.
+      learning_rate, momentum: for the default optimizer (negative learning
+        rates ascend: the seed post's "running away").
+      num_steps: optimizer steps, all inside one ``lax.scan``.
+      key: PRNG key; required for Monte Carlo estimators.
+      parameterization: the coordinates gradient descent runs in (a name in
+        `divjax.PARAMETERIZATIONS` or a `Parameterization`).
+      trace_value: record the exact divergence after every step (costs one
+        exact evaluation per step; ignored for callable targets).
+      optima: the `Optima` to classify the final ``q`` against; computed with
+        `divjax.optimal_q` for a `GaussianMixture` target when omitted.
+      tol: closeness to an optimum, see `classify`.
+      progress: show a progress bar (default: only on a terminal, and only
+        once the fit has run for two seconds).
+
+    Returns:
+      `FitResult` ``(q, trace, status)``.
+    """
+    check_estimator(name, estimator, target, num_samples)
+    optimizer = resolve_optimizer(optimizer, learning_rate, momentum)
+    if key is None:
+        if estimator != "exact":
+            raise ValueError(f"key is required for the Monte Carlo estimator {estimator!r}")
+        key = jax.random.key(0)
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    exact_available = isinstance(target, GaussianMixture)
+    if optima is None and exact_available:
+        optima = optimal_q(name, target)
+
+    param = get_parameterization(parameterization)
+    loss_fn = surrogate(name, estimator, target, num_samples)
+    step = make_step(loss_fn, optimizer, param)
+    record_value = trace_value and exact_available
+
+    def scan_body(state, _):
+        state, info = step(state)
+        q = param.to_gaussian(state.params)
+        value = divergence(name, target, q) if record_value else None
+        return state, FitTrace(q, value, info.grad_norm, info.ess, info.loss)
+
+    def advance(state, length):
+        return jax.lax.scan(scan_body, state, None, length=length)
+
+    state = init_state(q0, optimizer, key, param)
+    state, trace = _progress.run_chunked(
+        advance, state, num_steps, desc=f"fit {name}/{estimator}", enabled=progress
+    )
+    q = param.to_gaussian(state.params)
+    final_value = (
+        divergence(name, target, q) if exact_available else jnp.asarray(jnp.nan, q0.loc.dtype)
+    )
+    status = FitStatus(
+        diverged_at=state.diverged_at,
+        reason=state.reason,
+        optimum=classify(q, state.diverged_at, optima, tol),
+        final_value=final_value,
+    )
+    return FitResult(q, trace, status)
