@@ -22,6 +22,7 @@ from divjax import _progress
 from divjax.divergences import divergence
 from divjax.estimators import check_estimator, surrogate
 from divjax.families import Gaussian
+from divjax.natural import wrap_optimizer
 from divjax.optima import Optima, optimal_q
 from divjax.parameterizations import Parameterization, get_parameterization, mu_log_sigma
 from divjax.targets import GaussianMixture
@@ -34,12 +35,13 @@ STUCK = -1  # converged nowhere known: not near any local minimum of the diverge
 UNKNOWN = -2  # no optima to compare with (callable target, or the fit diverged)
 
 # FitStatus.reason codes.
-OK, NONFINITE_GRAD, NONFINITE_PARAMS, SCALE_OUT_OF_RANGE = 0, 1, 2, 3
+OK, NONFINITE_GRAD, NONFINITE_PARAMS, SCALE_OUT_OF_RANGE, OUT_OF_DOMAIN = 0, 1, 2, 3, 4
 REASONS = {
     OK: "ok",
     NONFINITE_GRAD: "non-finite gradient",
     NONFINITE_PARAMS: "non-finite parameters",
     SCALE_OUT_OF_RANGE: "scale collapsed to 0 or exploded",
+    OUT_OF_DOMAIN: "step left the parameterization's domain",
 }
 
 
@@ -52,6 +54,7 @@ class FitState(NamedTuple):
     step: jax.Array
     diverged_at: jax.Array
     reason: jax.Array
+    average: Gaussian
 
 
 class StepInfo(NamedTuple):
@@ -87,9 +90,12 @@ class FitStatus(NamedTuple):
     Attributes:
       diverged_at: the step whose update went non-finite, or ``-1``.
       reason: a code of `REASONS` (``0`` when the fit did not diverge).
-      optimum: the row of `optimal_q`'s `Optima` the final ``q`` is near
+      optimum: the row of `optimal_q`'s `Optima` the fit settled near
         (``0`` = global), `STUCK` (``-1``) when near none, `UNKNOWN` (``-2``)
-        when no optima were available or the fit diverged.
+        when no optima were available or the fit diverged. Judged on the
+        moving average of the iterates over about the last tenth of the steps
+        (`FitState.average`), so Monte Carlo noise in the very last step does
+        not decide it.
       final_value: the exact divergence at the final ``q`` (``nan`` only when
         no exact value exists: callable target).
     """
@@ -150,20 +156,28 @@ def init_state(
 ) -> FitState:
     zero = jnp.zeros((), jnp.int32)
     params = parameterization.from_gaussian(q0)
-    return FitState(params, optimizer.init(params), key, zero, zero - 1, zero)
+    average = Gaussian._make((jnp.asarray(q0.loc), jnp.asarray(q0.log_scale)))
+    return FitState(params, optimizer.init(params), key, zero, zero - 1, zero, average)
+
+
+def average_rate(num_steps: int) -> float:
+    """Rate of the iterate average: a window of about ``num_steps / 10`` steps."""
+    return 1.0 / max(1.0, num_steps / 10.0)
 
 
 def make_step(
     loss_fn: Callable,
     optimizer: optax.GradientTransformation,
     parameterization: Parameterization = mu_log_sigma,
+    average_rate: float = 0.01,
 ) -> Callable[[FitState], tuple[FitState, StepInfo]]:
     """One optimizer step on ``loss_fn(q, key) -> (loss, aux)``, freezing on divergence.
 
     The optimizer acts on ``theta`` in ``parameterization``'s coordinates; the
     gradient is ``jax.grad`` through ``to_gaussian``. Once a fit has diverged
     every later step is a no-op, so a batch of fits (``vmap``) can run the
-    same number of steps whatever happens to each.
+    same number of steps whatever happens to each. ``state.average`` is an
+    exponential moving average (rate ``average_rate``) of ``(loc, log_scale)``.
     """
     to_q = parameterization.to_gaussian
     grad_fn = jax.value_and_grad(lambda theta, key: loss_fn(to_q(theta), key), has_aux=True)
@@ -176,17 +190,27 @@ def make_step(
         q = to_q(params)
         lo, hi = _scale_bounds(q.log_scale.dtype)
         grad_ok = _tree_finite(grad)
+        domain_ok = parameterization.in_domain(params) | ~_tree_finite(params)
         params_ok = _tree_finite(params) & _tree_finite(q)
         scale_ok = (q.log_scale > lo) & (q.log_scale < hi)
         reason = jnp.where(
             ~grad_ok,
             NONFINITE_GRAD,
-            jnp.where(~params_ok, NONFINITE_PARAMS, jnp.where(~scale_ok, SCALE_OUT_OF_RANGE, OK)),
+            jnp.where(
+                ~domain_ok,
+                OUT_OF_DOMAIN,
+                jnp.where(
+                    ~params_ok, NONFINITE_PARAMS, jnp.where(~scale_ok, SCALE_OUT_OF_RANGE, OK)
+                ),
+            ),
         ).astype(jnp.int32)
         alive = state.diverged_at < 0
         take = alive & (reason == OK)
         keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda a, b: jnp.where(take, a, b), new, old
+        )
+        average = jax.tree_util.tree_map(
+            lambda m, x: m + average_rate * (x - m), state.average, q
         )
         new_state = FitState(
             params=keep(params, state.params),
@@ -195,6 +219,7 @@ def make_step(
             step=state.step + 1,
             diverged_at=jnp.where(alive & ~take, state.step, state.diverged_at),
             reason=jnp.where(alive & ~take, reason, state.reason),
+            average=keep(average, state.average),
         )
         grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad)))
         return new_state, StepInfo(loss, grad_norm, aux.ess)
@@ -247,6 +272,10 @@ def fit(
     optima: Optima | None = None,
     tol: float = 0.2,
     progress: bool | None = None,
+    natural_gradient: bool = False,
+    damping: float = 0.0,
+    clip_norm: float | None = None,
+    fixed_scale: bool = False,
 ) -> FitResult:
     r"""Fits ``q`` to ``target`` by descending the divergence ``name``.
 
@@ -272,12 +301,31 @@ def fit(
       tol: closeness to an optimum, see `classify`.
       progress: show a progress bar (default: only on a terminal, and only
         once the fit has run for two seconds).
+      natural_gradient: precondition by the inverse Fisher information in
+        ``parameterization``'s coordinates (`divjax.natural.natural_gradient`,
+        with ``damping``) before ``optimizer``.
+      damping: added to the Fisher's diagonal when ``natural_gradient``.
+      clip_norm: clip the gradient's global norm (``optax.clip_by_global_norm``)
+        before anything else sees it; ``None`` for no clipping.
+      fixed_scale: fit the location only, the scale held at ``q0``'s
+        (``mu_log_sigma``, ``mu_sigma`` and ``mu_tau`` only).
 
     Returns:
-      `FitResult` ``(q, trace, status)``.
+      `FitResult` ``(q, trace, status)``. A step that would leave the
+      parameterization's domain (``sigma <= 0``, ``tau <= 0``, ``eta2 >= 0``,
+      ``m2 <= m1^2``) is not taken: the fit is reported as diverged with reason
+      `OUT_OF_DOMAIN`.
     """
     check_estimator(name, estimator, target, num_samples)
     optimizer = resolve_optimizer(optimizer, learning_rate, momentum)
+    optimizer = wrap_optimizer(
+        optimizer,
+        get_parameterization(parameterization),
+        natural=natural_gradient,
+        damping=damping,
+        clip_norm=clip_norm,
+        fixed_scale=fixed_scale,
+    )
     if key is None:
         if estimator != "exact":
             raise ValueError(f"key is required for the Monte Carlo estimator {estimator!r}")
@@ -290,7 +338,7 @@ def fit(
 
     param = get_parameterization(parameterization)
     loss_fn = surrogate(name, estimator, target, num_samples)
-    step = make_step(loss_fn, optimizer, param)
+    step = make_step(loss_fn, optimizer, param, average_rate(num_steps))
     record_value = trace_value and exact_available
 
     def scan_body(state, _):
@@ -303,7 +351,7 @@ def fit(
         return jax.lax.scan(scan_body, state, None, length=length)
 
     state = init_state(q0, optimizer, key, param)
-    state, trace = _progress.run_chunked(
+    state, trace, _ = _progress.run_chunked(
         advance, state, num_steps, desc=f"fit {name}/{estimator}", enabled=progress
     )
     q = param.to_gaussian(state.params)
@@ -313,7 +361,7 @@ def fit(
     status = FitStatus(
         diverged_at=state.diverged_at,
         reason=state.reason,
-        optimum=classify(q, state.diverged_at, optima, tol),
+        optimum=classify(state.average, state.diverged_at, optima, tol),
         final_value=final_value,
     )
     return FitResult(q, trace, status)

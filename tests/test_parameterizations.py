@@ -1,0 +1,236 @@
+"""Parameterizations: round trips, Fisher information, domains, landscapes and convexity."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import divjax as dj
+from divjax import fit as fit_module
+from divjax.parameterizations import (
+    PARAMETERIZATIONS,
+    convert,
+    get_parameterization,
+    grad_in,
+    hessian_eigenvalues,
+    landscape_grid,
+)
+
+NAMES = tuple(PARAMETERIZATIONS)
+QS = dict(loc=[0.3, -4.0, 2.5, 0.0], log_scale=[0.1, -1.5, 1.2, 0.0])
+# One point outside each domain (None: the domain is everything).
+OUTSIDE = {
+    "mu_log_sigma": None,
+    "mu_sigma": [0.0, -1.0],
+    "mu_tau": [0.0, 0.0],
+    "natural": [1.0, 0.5],
+    "expectation": [2.0, 3.0],
+}
+
+
+def _qs(dtype=jnp.float64):
+    return dj.Gaussian._make(tuple(jnp.asarray(QS[k], dtype) for k in ("loc", "log_scale")))
+
+
+@pytest.mark.parametrize("a,b", list(itertools.product(NAMES, NAMES)))
+def test_round_trip_every_pair(x64, a, b):
+    qs = _qs()
+    theta_a = PARAMETERIZATIONS[a].from_gaussian(qs)
+    assert theta_a.shape == (4, 2)
+    theta_b = convert(theta_a, a, b)
+    np.testing.assert_allclose(theta_b, PARAMETERIZATIONS[b].from_gaussian(qs), rtol=1e-12)
+    np.testing.assert_allclose(convert(theta_b, b, a), theta_a, rtol=1e-12, atol=1e-14)
+    q = PARAMETERIZATIONS[b].to_gaussian(theta_b)
+    np.testing.assert_allclose(q.loc, qs.loc, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(q.log_scale, qs.log_scale, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trip_float32_and_single_q(name):
+    param = PARAMETERIZATIONS[name]
+    q = dj.Gaussian._make((jnp.float32(0.7), jnp.float32(-0.4)))
+    theta = param.from_gaussian(q)
+    assert theta.shape == (2,) and theta.dtype == jnp.float32
+    back = jax.jit(param.to_gaussian)(theta)
+    assert back.loc.dtype == jnp.float32
+    np.testing.assert_allclose([back.loc, back.log_scale], [0.7, -0.4], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fisher_is_hessian_of_expected_nll(x64, name):
+    """F(theta0) = hessian of E_{q_theta0}[-log q_theta] at theta0 (closed-form cross-entropy)."""
+    param = PARAMETERIZATIONS[name]
+    for loc, log_scale in zip(QS["loc"], QS["log_scale"]):
+        q0 = dj.Gaussian(loc, log_scale)
+        theta0 = param.from_gaussian(q0)
+
+        def cross_entropy(theta, q0=q0):
+            q = param.to_gaussian(theta)
+            return q.log_scale + 0.5 * (q0.variance + (q0.loc - q.loc) ** 2) / q.variance
+
+        expected = jax.hessian(cross_entropy)(theta0)
+        np.testing.assert_allclose(param.fisher(theta0), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fisher_is_score_covariance_monte_carlo(x64, name):
+    """F = E_q[s s^T] with s = grad_theta log q_theta(x), within 5 standard errors."""
+    param = PARAMETERIZATIONS[name]
+    q0 = dj.Gaussian(0.8, -0.3)
+    theta0 = param.from_gaussian(q0)
+    x = q0.sample(jax.random.key(3), 200_000)
+    score = jax.vmap(jax.grad(lambda t, xi: param.to_gaussian(t).log_prob(xi)), (None, 0))
+    s = np.asarray(score(theta0, x))
+    outer = s[:, :, None] * s[:, None, :]
+    mean, stderr = outer.mean(0), outer.std(0, ddof=1) / np.sqrt(len(x))
+    assert np.all(np.abs(mean - np.asarray(param.fisher(theta0))) < 5 * stderr)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_domain_rule(x64, name):
+    param = PARAMETERIZATIONS[name]
+    inside = param.from_gaussian(dj.Gaussian(0.5, 0.2))
+    assert bool(param.in_domain(inside))
+    if OUTSIDE[name] is None:
+        assert bool(param.in_domain(jnp.array([1e3, -1e3])))
+        return
+    outside = jnp.asarray(OUTSIDE[name])
+    assert not bool(param.in_domain(outside))
+    q = param.to_gaussian(outside)
+    assert np.isnan(q.loc) and np.isnan(q.log_scale)
+    # Inside, the guard leaves gradients through the map finite.
+    g = jax.grad(lambda t: dj.divergence("kl_forward", dj.default_target(), param.to_gaussian(t)))
+    assert np.all(np.isfinite(g(inside)))
+
+
+def test_unknown_parameterization_names_the_choices():
+    with pytest.raises(ValueError, match="parameterization 'polar'.*mu_tau.*expectation"):
+        get_parameterization("polar")
+    with pytest.raises(ValueError, match="parameterization 'polar'.*natural"):
+        dj.fit(dj.default_target(), dj.default_q0(), "kl_forward", parameterization="polar")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_in_matches_grad_through_the_map(x64, name):
+    p, param = dj.default_target(), PARAMETERIZATIONS[name]
+    qs = dj.Gaussian(jnp.array([0.3, 1.5]), jnp.array([0.2, 0.6]))
+    for div in ("kl_reverse", "chi2_forward"):
+        exact = jax.jit(jax.vmap(lambda q, div=div: dj.exact_grad(div, p, q)))(qs)
+        mapped = grad_in(name, exact, qs)
+        f = lambda t, div=div: dj.divergence(div, p, param.to_gaussian(t))  # noqa: E731
+        direct = jax.jit(jax.vmap(jax.grad(f)))(param.from_gaussian(qs))
+        np.testing.assert_allclose(mapped, direct, rtol=1e-7)
+    narrow = dj.Gaussian(0.0, -2.0)  # chi2_forward is infinite there: no gradient anywhere
+    assert np.all(np.isposinf(grad_in(name, dj.exact_grad("chi2_forward", p, narrow), narrow)))
+
+
+def test_landscape_grid(x64):
+    p = dj.default_target()
+    t1, t2, v = landscape_grid("chi2_forward", p, "natural", (-1.0, 1.0), (-2.9, 0.6), 8)
+    assert t1.shape == t2.shape == v.shape == (8, 8)
+    eta2 = np.asarray(t2)
+    assert np.all(np.isnan(v[eta2 >= 0]))  # outside the domain
+    assert np.all(np.isposinf(v[(eta2 < 0) & (eta2 <= -1.0)]))  # sigma^2 <= s_max^2 / 2
+    finite = (eta2 < 0) & (eta2 > -1.0)
+    assert finite.any() and np.all(np.isfinite(v[finite]))
+    i, j = np.argwhere(finite)[0]
+    q = PARAMETERIZATIONS["natural"].to_gaussian(jnp.array([t1[i, j], t2[i, j]]))
+    np.testing.assert_allclose(v[i, j], dj.divergence("chi2_forward", p, q), rtol=1e-12)
+    with pytest.raises(ValueError, match="num"):
+        landscape_grid("kl_forward", p, "natural", (0, 1), (-1, -0.1), 1)
+
+
+def _grid(lo, hi, num=7):
+    loc, scale = np.meshgrid(np.linspace(-6.0, 7.0, num), np.geomspace(lo, hi, num))
+    return dj.Gaussian(jnp.asarray(loc.ravel()), jnp.asarray(np.log(scale.ravel())))
+
+
+def _min_rel_eig(name, param, qs, log=False):
+    ev = np.asarray(hessian_eigenvalues(name, dj.default_target(), param, qs, log=log))
+    assert np.all(np.isfinite(ev))
+    return np.min(ev[:, 0] / np.max(np.abs(ev), axis=1))
+
+
+def test_forward_kl_convex_in_natural_only(x64):
+    qs = _grid(0.2, 6.0)
+    assert _min_rel_eig("kl_forward", "natural", qs) > 0
+    for param in ("mu_log_sigma", "mu_sigma", "mu_tau", "expectation"):
+        assert _min_rel_eig("kl_forward", param, qs) < -1e-3, param
+
+
+def test_forward_kl_counterexample_in_mu_log_sigma_is_the_closed_form_one(x64):
+    # Hessian of log sigma + (v + (m - mu)^2) / (2 sigma^2) in (mu, log sigma) has
+    # determinant 2 (v - (m - mu)^2) / sigma^4: indefinite iff |mu - m| > sqrt(v).
+    p = dj.default_target()
+    m, sd = float(p.mean()), float(jnp.sqrt(p.variance()))
+    qs = dj.Gaussian(jnp.array([m, m + 0.9 * sd, m + 1.1 * sd]), jnp.zeros(3))
+    ev = np.asarray(hessian_eigenvalues("kl_forward", p, "mu_log_sigma", qs))
+    assert np.all(ev[:2, 0] > 0) and ev[2, 0] < 0
+
+
+def test_forward_chi2_log_convex_in_natural_only(x64):
+    qs = _grid(0.75, 6.0)  # sigma^2 > s_max^2 / 2: finite
+    assert _min_rel_eig("chi2_forward", "natural", qs, log=True) > 0
+    assert _min_rel_eig("chi2_forward", "natural", qs) > 0
+    for param in ("mu_log_sigma", "mu_sigma", "mu_tau", "expectation"):
+        assert _min_rel_eig("chi2_forward", param, qs, log=True) < -1e-3, param
+
+
+def test_reverse_chi2_nonconvex_in_natural(x64):
+    qs = _grid(0.2, 1.35)  # sigma^2 < 2 s_max^2: finite
+    assert _min_rel_eig("chi2_reverse", "natural", qs) < -1e-3
+    assert _min_rel_eig("chi2_reverse", "natural", qs, log=True) < -1e-3
+
+
+# ---------------------------------------------------------------------------
+# Fits in every parameterization
+
+# Plain gradient descent with momentum; the stable step size depends on the coordinates.
+LEARNING_RATES = {
+    "mu_log_sigma": 0.05,
+    "mu_sigma": 0.05,
+    "mu_tau": 0.05,
+    "natural": 0.005,
+    "expectation": 0.02,
+}
+
+
+def test_exact_fit_same_optimum_different_trajectories(x64):
+    p, q0 = dj.default_target(), dj.Gaussian.from_loc_scale(-1.0, 1.5)
+    optimum = dj.optimal_q("kl_forward", p).q
+    paths = {}
+    for name, lr in LEARNING_RATES.items():
+        res = dj.fit(
+            p, q0, "kl_forward", parameterization=name, learning_rate=lr, num_steps=1500,
+            trace_value=False,
+        )
+        assert not bool(res.status.diverged), name
+        np.testing.assert_allclose(res.q.loc, optimum.loc[0], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(res.q.log_scale, optimum.log_scale[0], rtol=1e-6, err_msg=name)
+        paths[name] = np.stack([res.trace.q.loc[:20], res.trace.q.log_scale[:20]], axis=-1)
+    for a, b in itertools.combinations(paths, 2):
+        assert np.max(np.abs(paths[a] - paths[b])) > 0.05, (a, b)
+
+
+def test_step_leaving_the_domain_is_reported(x64):
+    p, q0 = dj.default_target(), dj.default_q0()
+    res = dj.fit(p, q0, "kl_forward", parameterization="natural", learning_rate=0.05, num_steps=5)
+    assert int(res.status.diverged_at) == 0
+    assert int(res.status.reason) == fit_module.OUT_OF_DOMAIN
+    assert "domain" in res.status.describe()
+    np.testing.assert_allclose(res.q.loc, q0.loc)
+    np.testing.assert_allclose(res.q.log_scale, q0.log_scale)
+
+
+def test_fit_in_float32_every_parameterization():
+    p, q0 = dj.default_target(), dj.Gaussian.from_loc_scale(-1.0, 1.5)
+    for name, lr in LEARNING_RATES.items():
+        res = dj.fit(
+            p, q0, "kl_forward", parameterization=name, learning_rate=lr,
+            optimizer=optax.sgd(lr, momentum=0.9), num_steps=400, trace_value=False,
+        )
+        assert res.q.loc.dtype == jnp.float32
+        assert not bool(res.status.diverged), name
