@@ -18,7 +18,16 @@ from divjax.families import Gaussian, default_q0
 from divjax.fit import FitResult, FitStatus, FitTrace, default_optimizer, fit
 from divjax.gradcheck import GradCheck, check_grad
 from divjax.optima import Optima, optimal_q
-from divjax.parameterizations import PARAMETERIZATIONS, Parameterization
+from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
+from divjax.parameterizations import (
+    PARAMETERIZATIONS,
+    Parameterization,
+    convert,
+    get_parameterization,
+    grad_in,
+    hessian_eigenvalues,
+    landscape_grid,
+)
 from divjax.targets import GaussianMixture, default_target
 
 __all__ = [
@@ -41,6 +50,15 @@ __all__ = [
     "Optima",
     "autodiff_grad",
     "check_grad",
+    "convert",
+    "get_parameterization",
+    "grad_in",
+    "hessian_eigenvalues",
+    "hold_scale",
+    "landscape_grid",
+    "natural_direction",
+    "natural_gradient",
+    "wrap_optimizer",
     "default_q0",
     "default_target",
     "divergence",
