@@ -13,11 +13,19 @@ from divjax.divergences import (
     infinite_reason,
     is_infinite,
 )
-from divjax.estimators import ESTIMATORS, SurrogateAux, surrogate
+from divjax.estimators import (
+    ESTIMATORS,
+    Stateful,
+    SurrogateAux,
+    min_samples,
+    stateful_surrogate,
+    surrogate,
+)
 from divjax.families import Gaussian, default_q0
 from divjax.fit import FitResult, FitStatus, FitTrace, default_optimizer, fit
 from divjax.gradcheck import GradCheck, check_grad
 from divjax.optima import Optima, optimal_q
+from divjax.msc import MSCState
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
 from divjax.parameterizations import (
     PARAMETERIZATIONS,
@@ -32,11 +40,15 @@ from divjax.targets import GaussianMixture, default_target
 
 __all__ = [
     "DIVERGENCES",
+    "Explorer",
+    "explore",
     "ESTIMATORS",
     "FitResult",
     "FitStatus",
     "FitTrace",
     "GradStats",
+    "MSCState",
+    "Stateful",
     "PARAMETERIZATIONS",
     "Parameterization",
     "SurrogateAux",
@@ -56,6 +68,8 @@ __all__ = [
     "hessian_eigenvalues",
     "hold_scale",
     "landscape_grid",
+    "min_samples",
+    "stateful_surrogate",
     "natural_direction",
     "natural_gradient",
     "wrap_optimizer",
@@ -67,3 +81,11 @@ __all__ = [
     "is_infinite",
     "optimal_q",
 ]
+
+
+def __getattr__(name):  # lazy: the explorer imports matplotlib.pyplot and its widgets
+    if name in ("Explorer", "explore"):
+        from divjax import explorer
+
+        return getattr(explorer, name)
+    raise AttributeError(f"module 'divjax' has no attribute {name!r}")

@@ -111,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optax optimizer (default: sgd)")
     cmp.add_argument("--grad-draws", type=int, default=2000, help="draws for the SNR at q0 (default: 2000)")
     common(cmp, demo=False)
+
+    exp = sub.add_parser(
+        "explore",
+        help="the interactive explorer: drag p and q, watch the fit live (opens a window)",
+        description="Opens the interactive explorer in a window (TkAgg; set MPLBACKEND for "
+        "another backend): drag the target's modes and q, pick the divergence, its direction, "
+        "exact or Monte Carlo gradients, the estimator, K, the step size and the momentum.",
+    )
+    exp.add_argument("--weights", type=_floats, default=DEMO["weights"], help="mixture weights (default: 0.3,0.7)")
+    exp.add_argument("--locs", type=_floats, default=DEMO["locs"], help="component means (default: -2,3; write --locs=-2,3)")
+    exp.add_argument("--scales", type=_floats, default=DEMO["scales"], help="component standard deviations (default: 0.5,1)")
+    exp.add_argument("--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)")
+    exp.add_argument("--divergence", default="kl_forward", help="kl_forward, kl_reverse, chi2_forward or chi2_reverse (default: kl_forward)")
+    exp.add_argument("--estimator", default="exact", help="exact or a Monte Carlo estimator of the divergence (default: exact)")
+    exp.add_argument("--num-samples", type=int, default=16, help="K, a power of two up to 256 (default: 16)")
+    exp.add_argument("--learning-rate", type=float, default=0.05, help="step size (default: 0.05; negative ascends)")
+    exp.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
+    exp.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    exp.add_argument("--steps-per-frame", type=int, default=10, help="optimizer steps per frame (default: 10)")
     return parser
 
 
@@ -216,6 +235,7 @@ def run(args) -> list[Row]:
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     import divjax as dj
+    from divjax.estimators import min_samples
     from divjax.sweep import sweep
 
     if args.command == "demo":
@@ -249,7 +269,7 @@ def run(args) -> list[Row]:
     key = jax.random.key(args.seed)
     rows, runs, stats_by = [], [], {}
     for i, (name, est) in enumerate(fits):
-        valid_ks = [k for k in ks if est != "reinforce_loo" or k >= 2] if est != "exact" else [1]
+        valid_ks = [k for k in ks if k >= min_samples(est)] if est != "exact" else [1]
         stats = None
         if est != "exact":
             stats = dj.grad_stats(name, est, p, q0, valid_ks, grad_draws, jax.random.fold_in(key, 10_000 + i))
@@ -299,6 +319,10 @@ def _figures(out, p, q0, runs, stats_by, key):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "explore":
+        from divjax.explorer import run_cli
+
+        return run_cli(args)
     try:
         run(args)
     except ValueError as err:

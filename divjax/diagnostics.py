@@ -4,6 +4,14 @@ r"""Statistics of a gradient estimator over many independent draws, against the 
 compiled program (per call signature), for several sample counts ``K`` and a
 batch of ``q``'s at once, and compares them with the quantity the estimator is
 unbiased or consistent for (its *estimand*, `GradStats.exact`).
+
+Stateful estimators (``msc``, ``msc_rb``). One draw is the gradient at the
+fixed ``q`` given a chain state drawn (approximately) from the kernel's
+stationary distribution ``p``: each draw starts its own chain at a sample of
+``q`` (`Stateful.init`), runs ``burn_in`` kernel steps at that ``q``, and takes
+the estimate at the next step. The draws are independent chains, so
+``stderr`` is a plain standard error; the reported bias includes whatever
+``burn_in`` steps did not forget of the start.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from divjax.divergences import divergence, exact_grad, is_infinite
-from divjax.estimators import check_estimator, surrogate
+from divjax.estimators import check_estimator, stateful_surrogate
 from divjax.families import Gaussian
 from divjax.targets import GaussianMixture
 
@@ -34,9 +42,12 @@ class GradStats(NamedTuple):
     Attributes:
       exact: the estimand ``c * exact_grad(name, p, q)``: ``c = 1`` for the
         KLs and ``"exact"``, ``c = 1 / Z`` for ``score`` and chi2_reverse
-        ``reparam`` (unbiased for ``grad chi^2 / Z``), ``c = 1 / (1 + chi^2)``
-        for ``snis2`` and ``score_sn`` (consistent for ``grad log(1 + chi^2)``).
-        ``+inf`` where the divergence is infinite.
+        ``reparam`` and ``score_cv`` (unbiased for ``grad chi^2 / Z``),
+        ``c = 1 / (1 + chi^2)`` for ``snis2`` and ``score_sn`` (consistent for
+        ``grad log(1 + chi^2)``). ``+inf`` where the divergence is infinite.
+        For ``iwae`` and ``iwae_dreg`` (unbiased for ``-grad L_K``, the
+        importance-weighted bound) this is ``grad KL(q || p)``, their estimand
+        only at ``K = 1``: for ``K > 1`` ``bias`` is the bound's gap.
       scale: ``c`` above (recover ``exact_grad`` as ``exact / scale``).
       mean: mean of the draws.
       bias: ``mean - exact``.
@@ -96,10 +107,15 @@ def infinite_variance(name: str, estimator: str, p: GaussianMixture, q: Gaussian
     the moment that must be finite diverges when:
 
     - ``snis``: ``E_q[w^2 s^2]``, ``sigma^2 <= s^2 / 2`` (iff ``chi^2(p||q) = inf``);
-    - ``snis2``: ``E_q[w^4 s^2]``, ``sigma^2 <= 3 s^2 / 4``;
-    - ``score``, ``score_sn``, chi2_reverse ``reparam``: ``E_q[(q/p)^2 s^2]``,
-      ``sigma^2 >= 3 s^2 / 2`` (chi^2(q||p) itself is infinite from ``2 s^2``);
-    - KL reverse estimators and ``"exact"``: never.
+      the same for ``snis_dreg``, ``msc_rb`` and ``iwae``, whose leading term is
+      a ``wbar``-weighted average of polynomials in ``x``;
+    - ``snis2``: ``E_q[w^4 s^2]``, ``sigma^2 <= 3 s^2 / 4``; the same for
+      ``iwae_dreg`` (``K`` times it is a ratio with ``w^2`` in the numerator);
+    - ``score``, ``score_sn``, ``score_cv``, chi2_reverse ``reparam``:
+      ``E_q[(q/p)^2 s^2]``, ``sigma^2 >= 3 s^2 / 2`` (chi^2(q||p) itself is
+      infinite from ``2 s^2``);
+    - ``msc`` (``Var_p(s) < inf`` at stationarity), the other KL reverse
+      estimators and ``"exact"``: never.
 
     For ``score`` and ``reparam`` that is ``Var g = inf`` at every ``K``; the
     self-normalized ones have finite variance at each ``K`` (convex
@@ -110,17 +126,20 @@ def infinite_variance(name: str, estimator: str, p: GaussianMixture, q: Gaussian
     """
     s2 = jnp.max(p.scales**2, axis=-1)
     v = q.variance
-    if estimator == "snis":
+    if estimator in ("snis", "snis_dreg", "msc_rb", "iwae"):
         return v <= 0.5 * s2
-    if estimator == "snis2":
+    if estimator in ("snis2", "iwae_dreg"):
         return v <= 0.75 * s2
     if name == "chi2_reverse" and estimator != "exact":
         return v >= 1.5 * s2
     return jnp.zeros(jnp.shape(v), dtype=bool)
 
 
+_UNBIASED_OVER_Z = ("score", "reparam", "score_cv")  # chi2_reverse: grad chi^2 / Z
+
+
 def _estimand_scale(name: str, estimator: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
-    if name == "chi2_reverse" and estimator in ("score", "reparam"):
+    if name == "chi2_reverse" and estimator in _UNBIASED_OVER_Z:
         return jnp.exp(-p.log_normalizer) * jnp.ones_like(q.loc)
     if estimator in ("snis2", "score_sn"):
         return 1.0 / (1.0 + divergence(name, p, q))
@@ -135,14 +154,34 @@ def _estimand(name, estimator, target, q):
     return exact, scale, div_inf, infinite_variance(name, estimator, target, q)
 
 
-def _stats_one(name, estimator, target, q, key, k, num_draws, estimand):
+def _draw_fn(name, estimator, target, q, k, burn_in):
+    """``key -> (estimate, aux)``; a stateful estimator first runs ``burn_in`` kernel steps."""
+    est = stateful_surrogate(name, estimator, target, k)
+    grad_fn = jax.grad(est.loss_fn, has_aux=True)
+
+    def draw(key):
+        if not jax.tree_util.tree_leaves(jax.eval_shape(est.init, q, key)):
+            g, (aux, _) = grad_fn(q, key, ())
+            return g, aux
+        key_init, key_chain, key_grad = jax.random.split(key, 3)
+
+        def kernel(state, key_step):
+            return est.loss_fn(q, key_step, state)[1][1], None
+
+        state, _ = jax.lax.scan(kernel, est.init(q, key_init), jax.random.split(key_chain, burn_in))
+        g, (aux, _) = grad_fn(q, key_grad, state)
+        return g, aux
+
+    return draw
+
+
+def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in):
     """Statistics for one unbatched ``q`` and one ``K``."""
-    grad_fn = jax.grad(surrogate(name, estimator, target, k), has_aux=True)
     keys = jax.random.split(key, num_draws)
-    g, aux = jax.vmap(grad_fn, in_axes=(None, 0))(q, keys)
+    g, aux = jax.vmap(_draw_fn(name, estimator, target, q, k, burn_in))(keys)
 
     exact, scale, div_inf, inf_var = estimand
-    truly_inf = inf_var & (name == "chi2_reverse") & (estimator in ("score", "reparam"))
+    truly_inf = inf_var & (name == "chi2_reverse") & (estimator in _UNBIASED_OVER_Z)
 
     mean = _tree_map(lambda a: jnp.mean(a, axis=0), g)
     sample_var = _tree_map(lambda a: jnp.var(a, axis=0, ddof=1), g)
@@ -180,13 +219,21 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("name", "estimator", "ks", "num_draws"))
-def _grad_stats(target, q, key, *, name, estimator, ks, num_draws):
+@functools.partial(jax.jit, static_argnames=("name", "estimator", "ks", "num_draws", "burn_in"))
+def _grad_stats(target, q, key, *, name, estimator, ks, num_draws, burn_in):
     def per_q(q_):
         estimand = _estimand(name, estimator, target, q_)
         rows = [
             _stats_one(
-                name, estimator, target, q_, jax.random.fold_in(key, k), k, num_draws, estimand
+                name,
+                estimator,
+                target,
+                q_,
+                jax.random.fold_in(key, k),
+                k,
+                num_draws,
+                estimand,
+                burn_in,
             )
             for k in ks
         ]
@@ -206,6 +253,8 @@ def grad_stats(
     num_samples: int | Sequence[int],
     num_draws: int,
     key: jax.Array,
+    *,
+    burn_in: int = 100,
 ) -> GradStats:
     r"""Bias, variance, MSE, SNR, cosine and ESS of an estimator over many draws.
 
@@ -225,6 +274,8 @@ def grad_stats(
       num_samples: ``K``, an int or a sequence of ints.
       num_draws: independent estimates per ``K`` and ``q`` (``>= 2``).
       key: a PRNG key.
+      burn_in: kernel steps at ``q`` before each draw of a stateful estimator
+        (``msc``, ``msc_rb``; see the module docstring); ignored otherwise.
 
     Returns:
       A `GradStats` with shapes ``(len(Ks),) + batch`` (``K`` axis dropped for an
@@ -232,7 +283,7 @@ def grad_stats(
 
     Raises:
       ValueError: as `divjax.surrogate`, a non-`GaussianMixture` target, or
-        ``num_draws < 2``.
+        ``num_draws < 2``, or ``burn_in`` not a non-negative int.
     """
     single = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
     ks = (int(num_samples),) if single else tuple(num_samples)
@@ -247,10 +298,19 @@ def grad_stats(
     ks = tuple(int(k) for k in ks)
     if isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 2:
         raise ValueError(f"num_draws must be an int >= 2, got {num_draws!r}")
+    if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
+        raise ValueError(f"burn_in must be an int >= 0, got {burn_in!r}")
     if not isinstance(q, Gaussian) or jnp.ndim(q.loc) > 1:
         raise ValueError("q must be a divjax.Gaussian with scalar or (n,) leaves")
     out = _grad_stats(
-        target, q, key, name=name, estimator=estimator, ks=ks, num_draws=int(num_draws)
+        target,
+        q,
+        key,
+        name=name,
+        estimator=estimator,
+        ks=ks,
+        num_draws=int(num_draws),
+        burn_in=int(burn_in),
     )
     if single:
         out = _tree_map(lambda a: a[0], out)

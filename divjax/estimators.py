@@ -23,15 +23,29 @@ its docstring; in short
 divergence     estimator      estimates (unbiased / consistent as K -> inf)
 =============  =============  ==================================================
 kl_forward     snis           consistent: ``grad KL(p || q)``
+kl_forward     snis_dreg      consistent: ``grad KL(p || q)``, mean = ``snis``'s
+kl_forward     msc            unbiased at the chain's stationarity (K >= 2)
+kl_forward     msc_rb         unbiased at the chain's stationarity (K >= 2)
 kl_reverse     reinforce      unbiased: ``grad KL(q || p)``
 kl_reverse     reinforce_loo  unbiased: ``grad KL(q || p)`` (K >= 2)
 kl_reverse     reparam        unbiased: ``grad KL(q || p)``
 kl_reverse     stl            unbiased: ``grad KL(q || p)``
+kl_reverse     reinforce_cv   unbiased: ``grad KL(q || p)`` (K >= 2)
+kl_reverse     iwae           unbiased: ``-grad L_K`` (= ``grad KL(q || p)`` at K=1)
+kl_reverse     iwae_dreg      unbiased: ``-grad L_K`` (= ``grad KL(q || p)`` at K=1)
 chi2_forward   snis2          consistent: ``grad log(1 + chi^2(p || q))``
 chi2_reverse   score          unbiased: ``grad chi^2(q || p) / Z``
 chi2_reverse   score_sn       consistent: ``grad log(1 + chi^2(q || p))``
 chi2_reverse   reparam        unbiased: ``grad chi^2(q || p) / Z``
+chi2_reverse   score_cv       unbiased: ``grad chi^2(q || p) / Z`` (K >= 2)
 =============  =============  ==================================================
+
+``L_K = E[log mean_i w_i]`` is the K-sample importance-weighted bound.
+``msc`` and ``msc_rb`` are stateful (Markovian score climbing, `divjax.msc`):
+`stateful_surrogate` carries their Markov chain between steps, and `divjax.fit`
+and `divjax.sweep` use it for every estimator (a stateless one has state
+``()``). Called through plain `surrogate` they run one kernel step from a fresh
+start drawn from ``q`` (sampling-importance-resampling, whose mean is ``snis``'s).
 
 Infinite variance. For a Gaussian mixture ``p`` (widest component variance
 ``s^2``) and ``q = N(mu, sigma^2)``:
@@ -67,18 +81,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from divjax import msc as _msc
 from divjax.divergences import check_divergence, divergence, exact_grad, is_infinite
 from divjax.families import Gaussian
 from divjax.targets import GaussianMixture
 
 ESTIMATORS: dict[str, tuple[str, ...]] = {
-    "kl_forward": ("exact", "snis"),
-    "kl_reverse": ("exact", "reinforce", "reinforce_loo", "reparam", "stl"),
+    "kl_forward": ("exact", "snis", "snis_dreg", "msc", "msc_rb"),
+    "kl_reverse": (
+        "exact", "reinforce", "reinforce_loo", "reparam", "stl", "reinforce_cv", "iwae",
+        "iwae_dreg",
+    ),
     "chi2_forward": ("exact", "snis2"),
-    "chi2_reverse": ("exact", "score", "score_sn", "reparam"),
+    "chi2_reverse": ("exact", "score", "score_sn", "reparam", "score_cv"),
 }
 
-_MIN_SAMPLES = {"reinforce_loo": 2}
+_MIN_SAMPLES = {"reinforce_loo": 2, "reinforce_cv": 2, "score_cv": 2, "msc": 2, "msc_rb": 2}
 
 Target = GaussianMixture | Callable[[jax.Array], jax.Array]
 stop = jax.lax.stop_gradient
@@ -352,6 +370,226 @@ def reparam_chi2(q, key, x, log_w, log_p) -> _Spec:
     return _Spec(_chi2_reverse_value(log_w), terms, log_scale)
 
 
+# --- doubly reparameterized gradients ------------------------------------------
+
+
+def snis_dreg(q, key, x, log_w, log_p) -> _Spec:
+    r"""Doubly reparameterized SNIS for ``kl_forward`` (the RWS wake-phi DReG).
+
+    With ``z_i = loc + scale * eps_i`` and ``wbar = softmax(log w)``, the score
+    identity ``E_q[f(z) s(z)] = E_eps[f'(z) dz/dphi]`` applied to ``f = wbar_i``
+    as a function of ``z_i`` (others and the ``phi`` inside ``w`` held fixed;
+    ``d wbar_i / d z_i = (wbar_i - wbar_i^2) d log w_i / d z_i``) gives
+    ``E[sum_i wbar_i s(z_i)] = E[sum_i (wbar_i - wbar_i^2) (d log w_i/dz_i) dz_i/dphi]``.
+    Estimate ``-sum_i (wbar_i - wbar_i^2) grad_phi log w_{stop(phi)}(z_i(phi))``:
+    ``log w = log p~ - log q`` with ``q``'s parameters stopped, differentiated
+    through ``z`` only.
+
+    Its mean equals ``snis``'s at every ``K`` (the identity is exact), so it is
+    consistent for ``grad KL(p || q)`` with exactly ``snis``'s ``O(1/K)`` bias
+    and changes only the variance; at ``K = 1`` it is zero, as ``snis``'s mean
+    is. Invariant to the scale of ``p~``; differentiates ``log p~`` in ``x``.
+
+    References:
+      Tucker, Lawson, Gu & Maddison (2019), Doubly reparameterized gradient
+      estimators for Monte Carlo objectives, ICLR (the RWS wake-phi update).
+    """
+    k = x.shape[0]
+    w = jax.nn.softmax(log_w)
+
+    def terms(q_):
+        z = q_.sample(key, k)
+        return -(w - w**2) * (log_p(z) - stop(q_).log_prob(z))
+
+    return _Spec(_kl_forward_value(log_w), terms, _zero(log_w))
+
+
+def iwae(q, key, x, log_w, log_p) -> _Spec:
+    r"""Reparameterized gradient of the negative importance-weighted bound (under ``kl_reverse``).
+
+    ``L_K = E[log (1/K) sum_i w_i]`` with ``z_i = loc + scale * eps_i``; estimate
+    ``-grad_phi log mean_i w_i = -sum_i wbar_i grad_phi log w_i`` (the total
+    derivative, through ``z_i`` and through ``q_phi``).
+
+    Unbiased for ``-grad L_K``. ``log Z - L_K = KL(qbar_K || pbar_K)``, a reverse
+    KL on the extended space (``qbar_K = prod_i q(z_i)``,
+    ``pbar_K = (1/K) sum_i p(z_i) prod_{j != i} q(z_j)``), which is
+    ``KL(q || p)`` only at ``K = 1`` (where this equals ``reparam``). For
+    ``K > 1`` it is not ``grad KL(q || p)``: ``log Z - L_K ~ chi^2(p || q) / (2K)``
+    as ``K -> inf``, so the gradient shrinks like ``1/K`` and turns mass-covering.
+    `divjax.grad_stats` compares it with ``grad KL(q || p)``; the bias it reports
+    for ``K > 1`` is the objective's, not the estimator's. Invariant to the scale
+    of ``p~``.
+
+    References:
+      Burda, Grosse & Salakhutdinov (2016), Importance weighted autoencoders, ICLR.
+      Domke & Sheldon (2018), Importance weighting and variational inference,
+      NeurIPS (the extended-space KL and the ``1/K`` gap).
+      Rainforth et al. (2018), Tighter variational bounds are not necessarily
+      better, ICML (the inference-network SNR decays with K).
+    """
+    k = x.shape[0]
+    w = jax.nn.softmax(log_w)
+
+    def terms(q_):
+        z = q_.sample(key, k)
+        return -w * (log_p(z) - q_.log_prob(z))
+
+    return _Spec(_kl_reverse_value(log_w), terms, _zero(log_w))
+
+
+def iwae_dreg(q, key, x, log_w, log_p) -> _Spec:
+    r"""Doubly reparameterized gradient of the negative importance-weighted bound.
+
+    ``grad L_K = E[sum_i wbar_i^2 (d log w_i / d z_i) dz_i/dphi]``: the score
+    term of ``iwae`` rewritten by the same identity as in `snis_dreg`. Estimate
+    ``-sum_i wbar_i^2 grad_phi log w_{stop(phi)}(z_i(phi))``.
+
+    Unbiased for ``-grad L_K``, the same estimand as ``iwae`` at every ``K``
+    (see `iwae`: ``grad KL(q || p)`` at ``K = 1``, where this equals ``stl``;
+    for ``K > 1`` the gradient of an extended-space KL that vanishes like
+    ``1/K``). Unlike ``iwae`` its SNR does not decay with ``K``. Invariant to
+    the scale of ``p~``.
+
+    References:
+      Tucker, Lawson, Gu & Maddison (2019), Doubly reparameterized gradient
+      estimators for Monte Carlo objectives, ICLR.
+    """
+    k = x.shape[0]
+    w = jax.nn.softmax(log_w)
+
+    def terms(q_):
+        z = q_.sample(key, k)
+        return -(w**2) * (log_p(z) - stop(q_).log_prob(z))
+
+    return _Spec(_kl_reverse_value(log_w), terms, _zero(log_w))
+
+
+# --- control variates with a batch-estimated optimal coefficient ---------------
+
+
+def _loo_coefficient(f: jax.Array, h: jax.Array) -> jax.Array:
+    r"""``a_i = sum_{j != i} f_j h_j^2 / sum_{j != i} h_j^2``, shape ``(K,)``.
+
+    The optimal scalar coefficient of the control variate ``h = s_d`` for the
+    draw ``f s_d``: ``Cov(f s_d, s_d) / Var(s_d) = E[f s_d^2] / E[s_d^2]``
+    (``E_q[s] = 0`` is known, so no centring), estimated without sample ``i``.
+    """
+    h2 = h**2
+    num = jnp.sum(f * h2) - f * h2
+    den = jnp.sum(h2) - h2
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def _per_parameter_log_prob(q_: Gaussian, x: jax.Array, coef: Gaussian) -> jax.Array:
+    """``coef.loc * log q(x)`` differentiated in ``loc`` only, plus the same for ``log_scale``."""
+    loc_only = Gaussian._make((q_.loc, stop(q_.log_scale)))
+    scale_only = Gaussian._make((stop(q_.loc), q_.log_scale))
+    return coef.loc * loc_only.log_prob(x) + coef.log_scale * scale_only.log_prob(x)
+
+
+def reinforce_cv(q, key, x, log_w, log_p) -> _Spec:
+    r"""REINFORCE with the score as control variate, optimal coefficient per parameter.
+
+    For each parameter ``d`` the draw is ``f_i = r_i s_d(x_i)`` (reward
+    ``r = log p~ - log q``) and the control variate ``h_i = s_d(x_i)``
+    (``E_q[s] = 0``). The optimal scalar coefficient
+    ``a* = Cov(f, h) / Var(h) = E_q[r s_d^2] / E_q[s_d^2]`` is estimated from
+    the batch leaving sample ``i`` out (`_loo_coefficient`), giving
+    ``-(1/K) sum_i (r_i - a_{-i,d}) s_d(x_i)``: REINFORCE with the
+    minimum-variance (per-parameter) baseline.
+
+    Unbiased for ``grad KL(q || p)``: ``a_{-i}`` is independent of ``x_i`` and
+    ``E_q[s] = 0`` (estimating ``a`` with sample ``i`` included would add an
+    ``O(1/K)`` bias). Needs ``K >= 2``. Invariant to the scale of ``p~``
+    (a constant added to ``r`` shifts ``a`` by the same constant).
+
+    References:
+      Mohamed, Rosca, Figurnov & Mnih (2020), Monte Carlo gradient estimation
+      in machine learning, JMLR 21 (control variates, optimal coefficient).
+      Weaver & Tao (2001), The optimal reward baseline for gradient-based
+      reinforcement learning, UAI.
+    """
+    k = x.shape[0]
+    s = stop(q).score(x)
+    coef = Gaussian._make(tuple(-(log_w - _loo_coefficient(log_w, h)) / k for h in s))
+    return _Spec(
+        _kl_reverse_value(log_w), lambda q_: _per_parameter_log_prob(q_, x, coef), _zero(log_w)
+    )
+
+
+def score_cv(q, key, x, log_w, log_p) -> _Spec:
+    r"""The chi-square score estimator with the score as control variate, optimal coefficient.
+
+    ``score`` averages ``f_i = 2 u_i s_d(x_i)`` with ``u = q / p~``; with the
+    control variate ``s_d`` and the leave-one-out optimal coefficient
+    ``a_{-i} = sum_{j != i} u_j s_d(x_j)^2 / sum_{j != i} s_d(x_j)^2``, the
+    estimate is ``(2/K) sum_i (u_i - a_{-i,d}) s_d(x_i)``, the common factor
+    ``mean(q/p~)`` applied after the sum (`_scale_grad`).
+
+    Unbiased for ``grad chi^2(q || p) / Z`` (as ``score``; ``a_{-i}`` is
+    independent of ``x_i``); needs ``K >= 2``. The control variate does not
+    cure ``score``'s infinite variance for ``sigma^2 >= 3 s^2 / 2``.
+
+    References:
+      Mohamed, Rosca, Figurnov & Mnih (2020), Monte Carlo gradient estimation
+      in machine learning, JMLR 21 (control variates, optimal coefficient).
+      Dieng et al. (2017), Variational inference via chi upper bound
+      minimization, NeurIPS.
+    """
+    v = jax.nn.softmax(-log_w)
+    s = stop(q).score(x)
+    coef = Gaussian._make(tuple(2.0 * (v - _loo_coefficient(v, h)) for h in s))
+    return _Spec(
+        _chi2_reverse_value(log_w),
+        lambda q_: _per_parameter_log_prob(q_, x, coef),
+        _log_mean_exp(-log_w),
+    )
+
+
+# --- Markovian score climbing (stateful; the kernel is in divjax.msc) ----------
+
+
+def msc(q, draw: _msc.CISDraw) -> _Spec:
+    r"""Markovian score climbing for ``kl_forward``: the score at the resampled particle.
+
+    One CIS step (`divjax.msc.cis_kernel`) from the retained ``z`` gives
+    particles ``x`` (``x_0 = z``) and an index ``J``; estimate ``-s(x_J)``.
+
+    At a fixed ``q``, if ``z ~ p`` (the kernel's stationary distribution) then
+    ``x_J ~ p``, so the estimate is unbiased for ``grad KL(p || q)`` whatever
+    ``K >= 2``; along a fit the chain lags ``q`` and stochastic approximation
+    with Markovian noise converges to the forward-KL optimum (Robbins-Monro
+    step sizes), not to a ``K``-biased point. Its variance at stationarity is
+    ``Var_p(s)`` at every ``K``: ``K`` only speeds up mixing. Invariant to the
+    scale of ``p~``.
+
+    References:
+      Naesseth, Lindsten & Blei (2020), Markovian score climbing: variational
+      inference with KL(p || q), NeurIPS.
+    """
+    x, log_w = draw.samples, draw.log_weights
+    pick = jax.nn.one_hot(draw.index, x.shape[0], dtype=log_w.dtype)
+    return _Spec(_kl_forward_value(log_w), lambda q_: -pick * q_.log_prob(x), _zero(log_w))
+
+
+def msc_rb(q, draw: _msc.CISDraw) -> _Spec:
+    r"""Rao-Blackwellized Markovian score climbing for ``kl_forward``.
+
+    ``E[s(x_J) | x] = sum_i wbar_i s(x_i)``: the ``snis`` estimate on the CIS
+    particles (the retained one included); the chain still moves to ``x_J``.
+    Unbiased for ``grad KL(p || q)`` at the chain's stationarity, like `msc`,
+    with lower variance (it shrinks with ``K``). Invariant to the scale of ``p~``.
+
+    References:
+      Naesseth, Lindsten & Blei (2020), Markovian score climbing: variational
+      inference with KL(p || q), NeurIPS (the Rao-Blackwellized gradient).
+    """
+    x, log_w = draw.samples, draw.log_weights
+    w = jax.nn.softmax(log_w)
+    return _Spec(_kl_forward_value(log_w), lambda q_: -w * q_.log_prob(x), _zero(log_w))
+
+
 def _exact(name, target):
     def spec(q, key, x, log_w, log_p) -> _Spec:
         r"""The exact gradient as a linear surrogate ``stop(g) . phi`` (loss = the divergence)."""
@@ -379,7 +617,19 @@ _ESTIMATOR_FNS = {
     ("chi2_reverse", "score"): score_chi2,
     ("chi2_reverse", "score_sn"): score_sn,
     ("chi2_reverse", "reparam"): reparam_chi2,
+    ("kl_forward", "snis_dreg"): snis_dreg,
+    ("kl_reverse", "reinforce_cv"): reinforce_cv,
+    ("kl_reverse", "iwae"): iwae,
+    ("kl_reverse", "iwae_dreg"): iwae_dreg,
+    ("chi2_reverse", "score_cv"): score_cv,
 }
+
+_STATEFUL_FNS = {("kl_forward", "msc"): msc, ("kl_forward", "msc_rb"): msc_rb}
+
+
+def min_samples(estimator: str) -> int:
+    """The smallest ``num_samples`` the estimator accepts (1 for most, 2 for some)."""
+    return _MIN_SAMPLES.get(estimator, 1)
 
 
 def check_estimator(name: str, estimator: str, target, num_samples) -> None:
@@ -393,7 +643,7 @@ def check_estimator(name: str, estimator: str, target, num_samples) -> None:
         )
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    need = _MIN_SAMPLES.get(estimator, 1)
+    need = min_samples(estimator)
     if num_samples < need:
         raise ValueError(f"estimator {estimator!r} needs num_samples >= {need}, got {num_samples}")
     if estimator == "exact" and not isinstance(target, GaussianMixture):
@@ -408,6 +658,30 @@ def check_estimator(name: str, estimator: str, target, num_samples) -> None:
         )
 
 
+def _assemble(q: Gaussian, spec: _Spec, x: jax.Array, log_w: jax.Array):
+    """``(loss, SurrogateAux)`` from a `_Spec` and the (stopped) samples it saw."""
+    total = jnp.sum(spec.terms(_scale_grad(q, spec.log_scale)))
+    loss = spec.value + (total - stop(total))
+    scale = jnp.exp(spec.log_scale)
+    per_sample = jax.jacfwd(spec.terms)(stop(q))
+    contributions = jax.tree_util.tree_map(lambda c: scale * c, per_sample)
+    w = jax.nn.softmax(log_w)
+    w2 = jax.nn.softmax(2.0 * log_w)
+    aux = SurrogateAux(
+        samples=x,
+        log_weights=log_w,
+        weights=w,
+        ess=1.0 / jnp.sum(w**2),
+        ess_sq=1.0 / jnp.sum(w2**2),
+        contributions=stop(contributions),
+    )
+    return loss, aux
+
+
+def _log_p(target: Target) -> Callable[[jax.Array], jax.Array]:
+    return target.log_prob if isinstance(target, GaussianMixture) else target
+
+
 def surrogate(
     name: str, estimator: str, target: Target, num_samples: int
 ) -> Callable[[Gaussian, jax.Array], tuple[jax.Array, SurrogateAux]]:
@@ -419,10 +693,10 @@ def surrogate(
         `divjax.exact_grad` so exact and Monte Carlo runs share one code path.
       target: a `GaussianMixture` (its unnormalized ``log_prob`` is used) or a
         callable ``log_p(x)`` mapping ``(K,)`` to ``(K,)``, unnormalized and
-        differentiable (``reparam`` and ``stl`` differentiate it).
-      num_samples: ``K >= 1`` draws per estimate (``>= 2`` for
-        ``reinforce_loo``); static, it fixes shapes. ``"exact"`` still draws
-        ``K`` samples for ``aux``.
+        differentiable (``reparam``, ``stl`` and the DReG estimators
+        differentiate it).
+      num_samples: ``K >= min_samples(estimator)`` draws per estimate; static,
+        it fixes shapes. ``"exact"`` still draws ``K`` samples for ``aux``.
 
     Returns:
       ``loss_fn(q, key) -> (loss, aux)`` for a single (unbatched) ``q``; ``vmap``
@@ -430,7 +704,9 @@ def surrogate(
       ``(estimate, aux)``, the estimate a `Gaussian` of scalars and ``aux`` a
       `SurrogateAux`. ``loss`` is a consistent Z-free estimate of the divergence
       (exactly `divjax.divergence` for ``"exact"``); see the module docstring.
-      Supports first-order reverse-mode differentiation (``jax.grad``).
+      Supports first-order reverse-mode differentiation (``jax.grad``). For the
+      stateful ``msc`` and ``msc_rb`` each call starts a fresh chain (one
+      kernel step from a draw of ``q``); use `stateful_surrogate` to carry it.
 
     Raises:
       ValueError: unknown divergence or estimator (naming the valid choices),
@@ -438,32 +714,99 @@ def surrogate(
         `GaussianMixture`. Raised here, before any tracing.
     """
     check_estimator(name, estimator, target, num_samples)
-    log_p = target.log_prob if isinstance(target, GaussianMixture) else target
-    make = _exact(name, target) if estimator == "exact" else _ESTIMATOR_FNS[(name, estimator)]
     k = int(num_samples)
+    if (name, estimator) in _STATEFUL_FNS:
+        chain = stateful_surrogate(name, estimator, target, k)
+
+        def one_step(q: Gaussian, key: jax.Array) -> tuple[jax.Array, SurrogateAux]:
+            key_init, key_step = jax.random.split(key)
+            loss, (aux, _) = chain.loss_fn(q, key_step, chain.init(q, key_init))
+            return loss, aux
+
+        return one_step
+
+    log_p = _log_p(target)
+    make = _exact(name, target) if estimator == "exact" else _ESTIMATOR_FNS[(name, estimator)]
 
     def loss_fn(q: Gaussian, key: jax.Array) -> tuple[jax.Array, SurrogateAux]:
         x = stop(q.sample(key, k))
         log_w = stop(log_p(x) - q.log_prob(x))
-        spec = make(q, key, x, log_w, log_p)
-        total = jnp.sum(spec.terms(_scale_grad(q, spec.log_scale)))
-        loss = spec.value + (total - stop(total))
-        scale = jnp.exp(spec.log_scale)
-        per_sample = jax.jacfwd(spec.terms)(stop(q))
-        contributions = jax.tree_util.tree_map(lambda c: scale * c, per_sample)
-        w = jax.nn.softmax(log_w)
-        w2 = jax.nn.softmax(2.0 * log_w)
-        aux = SurrogateAux(
-            samples=x,
-            log_weights=log_w,
-            weights=w,
-            ess=1.0 / jnp.sum(w**2),
-            ess_sq=1.0 / jnp.sum(w2**2),
-            contributions=stop(contributions),
-        )
-        return loss, aux
+        return _assemble(q, make(q, key, x, log_w, log_p), x, log_w)
 
     return loss_fn
 
 
-__all__ = ["ESTIMATORS", "SurrogateAux", "surrogate", "check_estimator"]
+# ---------------------------------------------------------------------------
+# The estimator-state seam: every estimator is stateful, stateless ones with ().
+
+
+class Stateful(NamedTuple):
+    r"""An estimator whose state is carried between optimizer steps.
+
+    Every estimator has this form; a stateless one has state ``()``. The state
+    is a pytree of stopped arrays (`divjax.msc.MSCState` for ``msc``), so
+    `divjax.fit` and `divjax.sweep` carry it through ``lax.scan`` and ``vmap``
+    in `divjax.fit.FitState.est_state` without knowing what it is.
+
+    Attributes:
+      init: ``(q0, key) -> state``.
+      loss_fn: ``(q, key, state) -> (loss, (aux, new_state))``;
+        ``jax.grad(loss_fn, has_aux=True)(q, key, state)`` returns
+        ``(estimate, (aux, new_state))``, ``loss`` and ``aux`` as in `surrogate`.
+    """
+
+    init: Callable[[Gaussian, jax.Array], object]
+    loss_fn: Callable[[Gaussian, jax.Array, object], tuple[jax.Array, tuple[SurrogateAux, object]]]
+
+
+def _no_state(q: Gaussian, key: jax.Array) -> tuple[()]:
+    return ()
+
+
+def stateless(loss_fn: Callable[[Gaussian, jax.Array], tuple[jax.Array, SurrogateAux]]) -> Stateful:
+    """Wraps a ``loss_fn(q, key) -> (loss, aux)`` as a `Stateful` with state ``()``."""
+
+    def with_state(q, key, state):
+        loss, aux = loss_fn(q, key)
+        return loss, (aux, state)
+
+    return Stateful(_no_state, with_state)
+
+
+def stateful_surrogate(name: str, estimator: str, target: Target, num_samples: int) -> Stateful:
+    r"""`surrogate` for any estimator, with its state carried explicitly.
+
+    For stateless estimators this is `stateless` of `surrogate` (state ``()``,
+    the same numbers for the same keys). For ``msc`` and ``msc_rb`` the state
+    is `divjax.msc.MSCState`: ``init`` draws the chain's start from ``q0``, and
+    each ``loss_fn`` call applies one CIS kernel step at ``q``
+    (`divjax.msc.cis_kernel`), returns the estimate at the new particles and
+    the resampled particle as the new state.
+
+    Args and raises: as `surrogate`.
+    """
+    check_estimator(name, estimator, target, num_samples)
+    if (name, estimator) not in _STATEFUL_FNS:
+        return stateless(surrogate(name, estimator, target, num_samples))
+    log_p = _log_p(target)
+    make = _STATEFUL_FNS[(name, estimator)]
+    k = int(num_samples)
+
+    def loss_fn(q: Gaussian, key: jax.Array, state: _msc.MSCState):
+        draw = _msc.cis_kernel(key, q, state, log_p, k)
+        loss, aux = _assemble(q, make(q, draw), draw.samples, draw.log_weights)
+        return loss, (aux, _msc.MSCState(draw.samples[draw.index]))
+
+    return Stateful(_msc.init, loss_fn)
+
+
+__all__ = [
+    "ESTIMATORS",
+    "Stateful",
+    "SurrogateAux",
+    "check_estimator",
+    "min_samples",
+    "stateful_surrogate",
+    "stateless",
+    "surrogate",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import optax
 
 from divjax import _progress
 from divjax.divergences import divergence
-from divjax.estimators import check_estimator, surrogate
+from divjax.estimators import Stateful, check_estimator, stateful_surrogate, stateless
 from divjax.families import Gaussian
 from divjax.natural import wrap_optimizer
 from divjax.optima import Optima, optimal_q
@@ -46,7 +46,12 @@ REASONS = {
 
 
 class FitState(NamedTuple):
-    """The scan carry: coordinates ``theta``, optimizer state, PRNG key, step, divergence record."""
+    """The scan carry: coordinates ``theta``, optimizer state, PRNG key, step, divergence record.
+
+    ``est_state`` is the estimator's state (`divjax.estimators.Stateful`): ``()``
+    for stateless estimators, the Markov chain's `divjax.msc.MSCState` for
+    ``msc``; like the parameters it is frozen once the fit diverges.
+    """
 
     params: jax.Array
     opt_state: optax.OptState
@@ -55,6 +60,7 @@ class FitState(NamedTuple):
     diverged_at: jax.Array
     reason: jax.Array
     average: Gaussian
+    est_state: Any = ()
 
 
 class StepInfo(NamedTuple):
@@ -153,11 +159,14 @@ def init_state(
     optimizer: optax.GradientTransformation,
     key: jax.Array,
     parameterization: Parameterization = mu_log_sigma,
+    estimator: Stateful | None = None,
 ) -> FitState:
+    """The state before the first step; ``estimator.init(q0, fold_in(key, 1))`` starts its state."""
     zero = jnp.zeros((), jnp.int32)
     params = parameterization.from_gaussian(q0)
     average = Gaussian._make((jnp.asarray(q0.loc), jnp.asarray(q0.log_scale)))
-    return FitState(params, optimizer.init(params), key, zero, zero - 1, zero, average)
+    est_state = () if estimator is None else estimator.init(q0, jax.random.fold_in(key, 1))
+    return FitState(params, optimizer.init(params), key, zero, zero - 1, zero, average, est_state)
 
 
 def average_rate(num_steps: int) -> float:
@@ -166,12 +175,16 @@ def average_rate(num_steps: int) -> float:
 
 
 def make_step(
-    loss_fn: Callable,
+    loss_fn: Callable | Stateful,
     optimizer: optax.GradientTransformation,
     parameterization: Parameterization = mu_log_sigma,
     average_rate: float = 0.01,
 ) -> Callable[[FitState], tuple[FitState, StepInfo]]:
     """One optimizer step on ``loss_fn(q, key) -> (loss, aux)``, freezing on divergence.
+
+    ``loss_fn`` may also be a `divjax.estimators.Stateful`, whose state is
+    threaded through ``FitState.est_state`` (the new state of a step that is
+    not taken is discarded with the rest of that step).
 
     The optimizer acts on ``theta`` in ``parameterization``'s coordinates; the
     gradient is ``jax.grad`` through ``to_gaussian``. Once a fit has diverged
@@ -180,11 +193,14 @@ def make_step(
     exponential moving average (rate ``average_rate``) of ``(loc, log_scale)``.
     """
     to_q = parameterization.to_gaussian
-    grad_fn = jax.value_and_grad(lambda theta, key: loss_fn(to_q(theta), key), has_aux=True)
+    est = loss_fn if isinstance(loss_fn, Stateful) else stateless(loss_fn)
+    grad_fn = jax.value_and_grad(
+        lambda theta, key, s: est.loss_fn(to_q(theta), key, s), has_aux=True
+    )
 
     def step(state: FitState) -> tuple[FitState, StepInfo]:
         key, sub = jax.random.split(state.key)
-        (loss, aux), grad = grad_fn(state.params, sub)
+        (loss, (aux, est_state)), grad = grad_fn(state.params, sub, state.est_state)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         q = to_q(params)
@@ -220,6 +236,7 @@ def make_step(
             diverged_at=jnp.where(alive & ~take, state.step, state.diverged_at),
             reason=jnp.where(alive & ~take, reason, state.reason),
             average=keep(average, state.average),
+            est_state=keep(est_state, state.est_state),
         )
         grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad)))
         return new_state, StepInfo(loss, grad_norm, aux.ess)
@@ -337,8 +354,8 @@ def fit(
         optima = optimal_q(name, target)
 
     param = get_parameterization(parameterization)
-    loss_fn = surrogate(name, estimator, target, num_samples)
-    step = make_step(loss_fn, optimizer, param, average_rate(num_steps))
+    est = stateful_surrogate(name, estimator, target, num_samples)
+    step = make_step(est, optimizer, param, average_rate(num_steps))
     record_value = trace_value and exact_available
 
     def scan_body(state, _):
@@ -350,7 +367,7 @@ def fit(
     def advance(state, length):
         return jax.lax.scan(scan_body, state, None, length=length)
 
-    state = init_state(q0, optimizer, key, param)
+    state = init_state(q0, optimizer, key, param, est)
     state, trace, _ = _progress.run_chunked(
         advance, state, num_steps, desc=f"fit {name}/{estimator}", enabled=progress
     )

@@ -62,7 +62,11 @@ class Parameterization(NamedTuple):
       in_domain: ``theta -> bool`` whether ``theta`` is a valid Gaussian.
       scale_index: the coordinate that is a function of the scale alone and
         can be held fixed with the location still free (``fit(fixed_scale=True)``),
-        or ``None`` when no coordinate allows that.
+        or ``None``. ``natural`` has ``None`` although ``eta2`` depends on the
+        scale alone: its Fisher couples ``eta1`` and ``eta2``, so masking
+        ``eta2`` after the natural-gradient preconditioner would not give the
+        natural gradient of the location-only family; ``expectation`` has no
+        scale-only coordinate (``m2 = mu^2 + sigma^2``).
     """
 
     name: str
@@ -207,7 +211,7 @@ def convert(theta: jax.typing.ArrayLike, source, target) -> jax.Array:
 
 
 def grad_in(parameterization, grad: Gaussian, q: Gaussian) -> jax.Array:
-    r"""Maps a gradient with respect to ``(loc, log_scale)`` into ``parameterization``'s coordinates.
+    r"""Maps a ``(loc, log_scale)`` gradient into ``parameterization``'s coordinates.
 
     ``grad_theta = J^T grad_phi`` with ``J = d phi / d theta`` at
     ``theta = from_gaussian(q)``, computed by ``jax.vjp`` through
@@ -281,7 +285,7 @@ def landscape_grid(
 
 
 def hessian_eigenvalues(name: str, p, parameterization, q: Gaussian, *, log: bool = False):
-    r"""Eigenvalues (ascending) of the Hessian of the divergence in ``parameterization``'s coordinates.
+    r"""Eigenvalues (ascending) of the divergence's Hessian in ``parameterization``'s coordinates.
 
     ``jax.hessian`` of ``theta -> D(to_gaussian(theta))`` at
     ``theta = from_gaussian(q)``; with ``log=True`` of ``log(1 + D)`` (for

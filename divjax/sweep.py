@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from divjax import _progress
 from divjax.divergences import divergence
-from divjax.estimators import ESTIMATORS, check_estimator, surrogate
+from divjax.estimators import ESTIMATORS, check_estimator, min_samples, stateful_surrogate
 from divjax.families import Gaussian
 from divjax.fit import (
     FitStatus,
@@ -122,7 +122,8 @@ def sweep(
       q0: the common start.
       fits: ``(divergence, estimator)`` pairs; all of `divjax.ESTIMATORS` by default.
       num_samples: the K values; estimators needing more samples than a K
-        (``reinforce_loo`` needs 2) skip it.
+        (`divjax.estimators.min_samples`: 2 for ``reinforce_loo``, ``msc``, ...)
+        skip it.
       num_seeds: independent fits per configuration (the ``vmap`` axis).
       num_steps: optimizer steps.
       optimizers: ``{label: GradientTransformation}``; by default
@@ -148,22 +149,23 @@ def sweep(
     if num_seeds < 1 or num_steps < 1:
         raise ValueError(f"num_seeds and num_steps must be >= 1, got {num_seeds}, {num_steps}")
     for name, est in fits:
-        check_estimator(name, est, target, 1 if est != "reinforce_loo" else 2)
+        check_estimator(name, est, target, min_samples(est))
     for k in num_samples:
         if int(k) < 1:
             raise ValueError(f"num_samples must be >= 1, got {k}")
     configs = [
         c for c in _configs(fits, num_samples, optimizers)
-        if c.estimator != "reinforce_loo" or c.num_samples >= 2
+        if c.estimator == "exact" or c.num_samples >= min_samples(c.estimator)
     ]
     param = get_parameterization(parameterization)
     exact_available = isinstance(target, GaussianMixture)
 
-    steps, seeds_per_config = [], []
+    steps, ests, seeds_per_config = [], [], []
     for c in configs:
-        loss_fn = surrogate(c.name, c.estimator, target, max(c.num_samples, 1))
-        step = make_step(loss_fn, optimizers[c.optimizer], param, average_rate(num_steps))
+        est = stateful_surrogate(c.name, c.estimator, target, max(c.num_samples, 1))
+        step = make_step(est, optimizers[c.optimizer], param, average_rate(num_steps))
         steps.append(jax.vmap(step))
+        ests.append(est)
         seeds_per_config.append(1 if c.estimator == "exact" else num_seeds)
 
     seed_keys = jax.random.split(key, num_seeds)
@@ -173,8 +175,9 @@ def sweep(
     states = []
     for i, c in enumerate(configs):
         keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys[: seeds_per_config[i]])
-        opt = optimizers[c.optimizer]
-        states.append(jax.vmap(lambda k, opt=opt: init_state(q0, opt, k, param))(keys))
+        opt, est = optimizers[c.optimizer], ests[i]
+        init = lambda k, opt=opt, est=est: init_state(q0, opt, k, param, est)  # noqa: E731
+        states.append(jax.vmap(init)(keys))
     states = tuple(states)
 
     def advance(states, length):
