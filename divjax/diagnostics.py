@@ -27,6 +27,7 @@ import numpy as np
 from divjax.divergences import divergence, exact_grad, is_infinite
 from divjax.estimators import check_estimator, stateful_surrogate
 from divjax.families import Gaussian
+from divjax.parameterizations import get_parameterization, grad_in
 from divjax.targets import GaussianMixture
 
 _tree_map = jax.tree_util.tree_map
@@ -175,12 +176,18 @@ def _draw_fn(name, estimator, target, q, k, burn_in):
     return draw
 
 
-def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in):
+def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in, param):
     """Statistics for one unbatched ``q`` and one ``K``."""
     keys = jax.random.split(key, num_draws)
     g, aux = jax.vmap(_draw_fn(name, estimator, target, q, k, burn_in))(keys)
 
     exact, scale, div_inf, inf_var = estimand
+    if param != "mu_log_sigma":  # every draw into theta's coordinates, before any statistic
+        def to_theta(grad):
+            return Gaussian._make(tuple(grad_in(param, grad, q)))
+
+        g = jax.vmap(to_theta)(g)
+        exact = to_theta(exact)
     truly_inf = inf_var & (name == "chi2_reverse") & (estimator in _UNBIASED_OVER_Z)
 
     mean = _tree_map(lambda a: jnp.mean(a, axis=0), g)
@@ -219,8 +226,10 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in)
     )
 
 
-@functools.partial(jax.jit, static_argnames=("name", "estimator", "ks", "num_draws", "burn_in"))
-def _grad_stats(target, q, key, *, name, estimator, ks, num_draws, burn_in):
+@functools.partial(
+    jax.jit, static_argnames=("name", "estimator", "ks", "num_draws", "burn_in", "param")
+)
+def _grad_stats(target, q, key, *, name, estimator, ks, num_draws, burn_in, param):
     def per_q(q_):
         estimand = _estimand(name, estimator, target, q_)
         rows = [
@@ -234,6 +243,7 @@ def _grad_stats(target, q, key, *, name, estimator, ks, num_draws, burn_in):
                 num_draws,
                 estimand,
                 burn_in,
+                param,
             )
             for k in ks
         ]
@@ -255,6 +265,7 @@ def grad_stats(
     key: jax.Array,
     *,
     burn_in: int = 100,
+    parameterization: str = "mu_log_sigma",
 ) -> GradStats:
     r"""Bias, variance, MSE, SNR, cosine and ESS of an estimator over many draws.
 
@@ -276,6 +287,11 @@ def grad_stats(
       key: a PRNG key.
       burn_in: kernel steps at ``q`` before each draw of a stateful estimator
         (``msc``, ``msc_rb``; see the module docstring); ignored otherwise.
+      parameterization: the coordinates ``theta`` the gradient is taken in (a
+        name in `divjax.PARAMETERIZATIONS`). Each draw and the exact gradient
+        are mapped by `divjax.grad_in` (a vjp through the map) before any
+        statistic; the `Gaussian`-shaped fields then hold ``(theta_1,
+        theta_2)`` positionally in ``(.loc, .log_scale)``.
 
     Returns:
       A `GradStats` with shapes ``(len(Ks),) + batch`` (``K`` axis dropped for an
@@ -311,6 +327,7 @@ def grad_stats(
         ks=ks,
         num_draws=int(num_draws),
         burn_in=int(burn_in),
+        param=get_parameterization(parameterization).name,
     )
     if single:
         out = _tree_map(lambda a: a[0], out)
