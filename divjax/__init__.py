@@ -4,6 +4,13 @@ The data path is one straight line: target and family -> divergence ->
 estimator (a surrogate loss) -> ``jax.grad`` -> optax -> ``lax.scan`` -> ``vmap``.
 """
 
+from divjax.alpha import (
+    ALPHA_DIVERGENCES,
+    ALPHA_ESTIMATORS,
+    alpha_divergence,
+    alpha_grad,
+    alpha_surrogate,
+)
 from divjax.diagnostics import GradStats, grad_stats
 from divjax.divergences import (
     DIVERGENCES,
@@ -26,6 +33,14 @@ from divjax.fit import FitResult, FitStatus, FitTrace, default_optimizer, fit
 from divjax.gradcheck import GradCheck, check_grad
 from divjax.optima import Optima, optimal_q
 from divjax.msc import MSCState
+from divjax.multivariate import (
+    MV_ESTIMATORS,
+    cross_entropy,
+    mv_divergence,
+    mv_exact_grad,
+    mv_surrogate,
+)
+from divjax.mv_families import DiagGaussian, FullRankGaussian, MixtureGaussian, MvGaussianMixture
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
 from divjax.parameterizations import (
     PARAMETERIZATIONS,
@@ -39,47 +54,61 @@ from divjax.parameterizations import (
 from divjax.targets import GaussianMixture, default_target
 
 __all__ = [
+    "ALPHA_DIVERGENCES",
+    "ALPHA_ESTIMATORS",
     "DIVERGENCES",
-    "Explorer",
-    "explore",
     "ESTIMATORS",
-    "FitResult",
-    "FitStatus",
-    "FitTrace",
-    "GradStats",
-    "MSCState",
-    "Stateful",
+    "MV_ESTIMATORS",
     "PARAMETERIZATIONS",
-    "Parameterization",
-    "SurrogateAux",
-    "default_optimizer",
-    "fit",
-    "grad_stats",
-    "surrogate",
-    "Gaussian",
-    "GaussianMixture",
-    "GradCheck",
-    "Optima",
+    "alpha_divergence",
+    "alpha_grad",
+    "alpha_surrogate",
     "autodiff_grad",
     "check_grad",
     "convert",
-    "get_parameterization",
-    "grad_in",
-    "hessian_eigenvalues",
-    "hold_scale",
-    "landscape_grid",
-    "min_samples",
-    "stateful_surrogate",
-    "natural_direction",
-    "natural_gradient",
-    "wrap_optimizer",
+    "cross_entropy",
+    "default_optimizer",
     "default_q0",
     "default_target",
+    "DiagGaussian",
     "divergence",
     "exact_grad",
+    "explore",
+    "Explorer",
+    "fit",
+    "FitResult",
+    "FitStatus",
+    "FitTrace",
+    "FullRankGaussian",
+    "Gaussian",
+    "GaussianMixture",
+    "get_parameterization",
+    "grad_in",
+    "grad_stats",
+    "GradCheck",
+    "GradStats",
+    "hessian_eigenvalues",
+    "hold_scale",
     "infinite_reason",
     "is_infinite",
+    "landscape_grid",
+    "min_samples",
+    "MixtureGaussian",
+    "MSCState",
+    "mv_divergence",
+    "mv_exact_grad",
+    "mv_surrogate",
+    "MvGaussianMixture",
+    "natural_direction",
+    "natural_gradient",
+    "Optima",
     "optimal_q",
+    "Parameterization",
+    "Stateful",
+    "stateful_surrogate",
+    "surrogate",
+    "SurrogateAux",
+    "wrap_optimizer",
 ]
 
 
