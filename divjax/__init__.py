@@ -31,7 +31,6 @@ from divjax.estimators import (
 from divjax.families import Gaussian, default_q0
 from divjax.fit import FitResult, FitStatus, FitTrace, default_optimizer, fit
 from divjax.gradcheck import GradCheck, check_grad
-from divjax.optima import Optima, optimal_q
 from divjax.msc import MSCState
 from divjax.multivariate import (
     MV_ESTIMATORS,
@@ -42,6 +41,7 @@ from divjax.multivariate import (
 )
 from divjax.mv_families import DiagGaussian, FullRankGaussian, MixtureGaussian, MvGaussianMixture
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
+from divjax.optima import Optima, optimal_q
 from divjax.parameterizations import (
     PARAMETERIZATIONS,
     Parameterization,

@@ -211,7 +211,7 @@ def format_table(rows: Sequence[Row]) -> str:
 def _header(p, q0) -> str:
     import divjax as dj
 
-    lines = ["divergences of q0 = N(%.3g, %.3g):" % (float(q0.loc), float(q0.variance))]
+    lines = [f"divergences of q0 = N({float(q0.loc):.3g}, {float(q0.variance):.3g}):"]
     for name in dj.DIVERGENCES:
         value = float(dj.divergence(name, p, q0))
         reason = dj.infinite_reason(name, p, q0)
@@ -222,8 +222,8 @@ def _header(p, q0) -> str:
         opt = dj.optimal_q(name, p)
         optima[name] = opt
         parts = [
-            f"N({float(l):.4g}, {float(v):.4g}) D={float(d):.4g}"
-            for l, v, d in zip(opt.q.loc, opt.q.variance, opt.value)
+            f"N({float(m):.4g}, {float(v):.4g}) D={float(d):.4g}"
+            for m, v, d in zip(opt.q.loc, opt.q.variance, opt.value)
         ]
         lines.append(f"  {name:<13} " + "; ".join(parts))
     return "\n".join(lines), optima
@@ -286,7 +286,7 @@ def run(args) -> list[Row]:
             print(format_table([row]).splitlines()[-1] if rows[1:] else format_table([row]), flush=True)
     _write_tables(out, rows)
     if not args.no_figures:
-        paths = _figures(out, p, q0, runs, stats_by, key)
+        paths = _figures(out, p, q0, runs, stats_by, key, optima)
         for path in paths:
             print(f"wrote {path}")
     print(f"wrote {out / 'table.csv'} and {out / 'table.json'}")
@@ -306,15 +306,13 @@ def _write_tables(out: pathlib.Path, rows: Sequence[Row]) -> None:
         json.dump([{k: clean(v) for k, v in r._asdict().items()} for r in rows], f, indent=1)
 
 
-def _figures(out, p, q0, runs, stats_by, key):
-    try:
-        from divjax import plot
-    except ImportError:  # the plotting module is optional at this stage
-        return []
+def _figures(out, p, q0, runs, stats_by, key, optima):
     import matplotlib
 
     matplotlib.use("Agg")
-    return plot.demo_figures(out, p, q0, runs, stats_by, key=key)
+    from divjax import plot
+
+    return plot.demo_figures(out, p, q0, runs, stats_by, key=key, optima=optima)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

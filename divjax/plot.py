@@ -13,6 +13,7 @@ sample's positive gradient contribution blue (`POSITIVE`), a negative one red
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -28,10 +29,11 @@ from matplotlib.patches import Patch
 
 from divjax.diagnostics import GradStats
 from divjax.divergences import DIVERGENCES, divergence, is_infinite
-from divjax.estimators import ESTIMATORS, SurrogateAux, surrogate
+from divjax.estimators import SurrogateAux, surrogate
 from divjax.families import Gaussian
 from divjax.fit import average_rate, init_state, make_step
 from divjax.optima import Optima, optimal_q
+from divjax.parameterizations import get_parameterization
 from divjax.targets import GaussianMixture
 
 PURPLE = "#7B2D8E"
@@ -40,7 +42,12 @@ NEGATIVE = "#B2182B"
 TARGET = "#333333"
 OPTIMUM = "#E08214"
 INFINITE = "#F4A6A6"
-OUTCOME_COLORS = {"global": "#1B9E77", "local": "#7570B3", "stuck": "#E6AB02", "diverged": "#D95F02"}
+OUTCOME_COLORS = {
+    "global": "#1B9E77",
+    "local": "#7570B3",
+    "stuck": "#E6AB02",
+    "diverged": "#D95F02",
+}
 
 LABELS = {
     "kl_forward": r"$\mathrm{KL}(p\,\|\,q)$",
@@ -60,6 +67,16 @@ _SEEKING = {"forward": "mean-seeking", "reverse": "mode-seeking"}
 def _fmt(v) -> str:
     v = float(v)
     return r"$\infty$" if math.isinf(v) else ("nan" if math.isnan(v) else f"{v:.3g}")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _divergence(name, p, q):
+    return divergence(name, p, q)
+
+
+def _log_q(q: Gaussian, x: np.ndarray) -> np.ndarray:
+    loc, scale = float(q.loc), float(np.exp(float(q.log_scale)))
+    return -0.5 * ((x - loc) / scale) ** 2 - math.log(scale) - 0.5 * math.log(2 * math.pi)
 
 
 def _new_axes(ax, figsize=(6.0, 3.0)):
@@ -120,23 +137,23 @@ def fit_panel(
     dens_p = np.exp(np.asarray(p.normalized_log_prob(xj)))
     ax.fill_between(x, dens_p, color=TARGET, alpha=0.12, lw=0)
     ax.plot(x, dens_p, color=TARGET, lw=1.8, label=r"target $p(z)$")
-    for i in range(optima.value.shape[0]):
+    ax.plot(x, np.exp(_log_q(q, x)), color=PURPLE, lw=2.4, label=r"fitted $q_\phi$")
+    for i in range(optima.value.shape[0]):  # drawn over q_phi: visible once it converges
         qi = _row(optima.q, i)
         ls, what = ("--", "global") if i == 0 else (":", "local")
         label = rf"optimal $q^*$ ({what})" if i <= 1 else None
-        ax.plot(x, np.exp(np.asarray(qi.log_prob(xj))), ls=ls, color=OPTIMUM, lw=1.6, label=label)
-    ax.plot(x, np.exp(np.asarray(q.log_prob(xj))), color=PURPLE, lw=2.2, label=r"fitted $q_\phi$")
+        ax.plot(x, np.exp(_log_q(qi, x)), ls=ls, color=OPTIMUM, lw=1.6, label=label)
     direction = name.split("_")[1]
     other = _OTHER[name]
-    values = f"{LABELS[name]} = {_fmt(divergence(name, p, q))},  "
-    values += f"{LABELS[other]} = {_fmt(divergence(other, p, q))}"
+    values = f"{LABELS[name]} = {_fmt(_divergence(name, p, q))},  "
+    values += f"{LABELS[other]} = {_fmt(_divergence(other, p, q))}"
     head = title if title is not None else f"minimize {LABELS[name]} ({_SEEKING[direction]})"
     ax.set_title(f"{head}\n{values}", fontsize=10)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(bottom=0)
     ax.set_xlabel("$z$")
     ax.set_ylabel("density")
-    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    ax.legend(fontsize=8, loc="best", frameon=False)
     return fig
 
 
@@ -148,6 +165,7 @@ def weights_panel(
     *,
     x: np.ndarray | None = None,
     ylim: tuple[float, float] | None = None,
+    title: str | None = None,
     ax=None,
 ):
     r"""Importance weights ``w = p~/q`` (``w^2`` for ``chi2_forward``) on a log axis, with ESS.
@@ -158,8 +176,8 @@ def weights_panel(
     fig, ax = _new_axes(ax)
     power = 2.0 if name == "chi2_forward" else 1.0
     x = x_grid(p, q) if x is None else np.asarray(x)
-    xj = jnp.asarray(x, p.locs.dtype)
-    log_w_curve = power * np.asarray(p.log_prob(xj) - q.log_prob(xj), np.float64)
+    log_q = _log_q(q, x)
+    log_w_curve = power * (np.asarray(p.log_prob(jnp.asarray(x, p.locs.dtype)), np.float64) - log_q)
     log_w = power * np.asarray(aux.log_weights, np.float64)
     xs = np.asarray(aux.samples, np.float64)
     cap = 700.0  # keep exp() inside float64
@@ -171,7 +189,7 @@ def weights_panel(
         finite = log_w[np.isfinite(log_w)]
         lo = np.min(finite) if finite.size else 0.0
         hi = np.max(finite) if finite.size else 1.0
-        q_mass = np.asarray(q.log_prob(xj)) > float(np.max(np.asarray(q.log_prob(xj)))) - 8.0
+        q_mass = log_q > np.max(log_q) - 8.0
         shown = log_w_curve[q_mass & np.isfinite(log_w_curve)]
         if shown.size:
             lo, hi = min(lo, np.min(shown)), max(hi, np.max(shown))
@@ -184,7 +202,8 @@ def weights_panel(
     k = xs.shape[0]
     ess = float(aux.ess_sq if power == 2 else aux.ess)
     ess_name = r"ESS of $w^2$" if power == 2 else "ESS"
-    ax.set_title(f"importance weights, K = {k}: {ess_name} = {ess:.2f} / {k}", fontsize=10)
+    head = "importance weights" if title is None else title
+    ax.set_title(f"{head}, K = {k}: {ess_name} = {ess:.2f} / {k}", fontsize=10)
     ax.set_xlim(x[0], x[-1])
     ax.set_xlabel("$z$")
     ax.set_ylabel(symbol)
@@ -290,6 +309,8 @@ def landscape(
     loc_range: tuple[float, float] | None = None,
     log_scale_range: tuple[float, float] | None = None,
     num: int = 60,
+    colors: Mapping[str, str] | None = None,
+    parameterization: str = "mu_log_sigma",
     ax=None,
 ):
     r"""The divergence over ``(loc, log_scale)`` as filled contours, its optima and fit paths.
@@ -308,8 +329,23 @@ def landscape(
       loc_range, log_scale_range: the window; by default it covers the target,
         the optima and the paths' starts.
       num: grid points per axis.
+      colors: ``{label: colour}`` overriding the default colour of a path.
+      parameterization: draw in these coordinates (a name in
+        `divjax.PARAMETERIZATIONS`). The window is still chosen in
+        ``(loc, log_scale)``; the grid, the infinite region, the optima and the
+        paths are all mapped through ``from_gaussian``, so the contours sit on
+        the (curvilinear) image of that window.
       ax: a matplotlib ``Axes``.
     """
+    param = get_parameterization(parameterization)
+
+    def xy(loc, log_scale):
+        """``(loc, log_scale)`` arrays -> the two coordinates of ``param``, same shape."""
+        loc = np.asarray(loc, np.float64)
+        log_scale = np.asarray(log_scale, np.float64)
+        theta = np.asarray(param.from_gaussian(Gaussian._make((loc, log_scale))))
+        return theta[..., 0], theta[..., 1]
+
     fig, ax = _new_axes(ax, figsize=(5.5, 4.2))
     if optima is None:
         optima = optimal_q(name, p)
@@ -318,85 +354,133 @@ def landscape(
     sd = math.sqrt(float(p.variance()))
     if loc_range is None:
         pts = [m.min() - 2 * s.max(), m.max() + 2 * s.max()]
-        pts += [float(np.asarray(t.loc).reshape(-1, np.shape(t.loc)[-1])[0, 0]) for t in trajectories.values()]
+        pts += [
+            float(np.asarray(t.loc).reshape(-1, np.shape(t.loc)[-1])[0, 0])
+            for t in trajectories.values()
+        ]
         loc_range = (min(pts) - 0.5, max(pts) + 0.5)
     if log_scale_range is None:
         pts = [math.log(s.min()) - 0.8, math.log(sd) + 0.6]
-        pts += [float(np.asarray(t.log_scale).reshape(-1, np.shape(t.log_scale)[-1])[0, 0]) for t in trajectories.values()]
+        pts += [
+            float(np.asarray(t.log_scale).reshape(-1, np.shape(t.log_scale)[-1])[0, 0])
+            for t in trajectories.values()
+        ]
         log_scale_range = (min(pts) - 0.2, max(pts) + 0.2)
     locs = np.linspace(*loc_range, num)
     log_scales = np.linspace(*log_scale_range, num)
     mesh_l, mesh_s = np.meshgrid(locs, log_scales)
     dtype = p.locs.dtype
     vals = np.asarray(
-        _divergence_grid(p, jnp.asarray(mesh_l.ravel(), dtype), jnp.asarray(mesh_s.ravel(), dtype), name=name),
+        _divergence_grid(
+            p, jnp.asarray(mesh_l.ravel(), dtype), jnp.asarray(mesh_s.ravel(), dtype), name=name
+        ),
         np.float64,
     ).reshape(mesh_l.shape)
     chi2 = name.startswith("chi2")
     z = np.log1p(vals) if chi2 else vals
     finite = np.isfinite(z)
-    zf = np.where(finite, z, np.nan)
     if np.any(finite):
         levels = np.unique(np.quantile(z[finite], np.linspace(0.0, 0.97, 16)))
         if levels.size < 2:
             levels = np.array([levels[0], levels[0] + 1.0])
-        cs = ax.contourf(mesh_l, mesh_s, zf, levels=levels, cmap="Greys", extend="max", alpha=0.8)
-        ax.contour(mesh_l, mesh_s, zf, levels=levels, colors="0.35", linewidths=0.4)
+        # Infinite cells take the top colour; the hatched region below marks them exactly.
+        zf = np.where(finite, z, 10 * abs(levels[-1]) + 1.0)
+        gx, gy = xy(mesh_l, mesh_s)
+        cs = ax.contourf(gx, gy, zf, levels=levels, cmap="Greys", extend="max", alpha=0.8)
+        ax.contour(gx, gy, zf, levels=levels, colors="0.35", linewidths=0.4)
         cbar = fig.colorbar(cs, ax=ax, shrink=0.9)
         cbar.set_label(("log(1 + " + LABELS[name] + ")") if chi2 else LABELS[name])
     handles = []
-    inf = ~finite
-    if np.any(inf):
+    if np.any(~finite):
+        # The infinite region from `is_infinite` on a finer grid: a clean boundary.
+        fl, fs = np.meshgrid(
+            np.linspace(*loc_range, 4 * num), np.linspace(*log_scale_range, 8 * num)
+        )
+        inf = np.asarray(
+            is_infinite(name, p, Gaussian._make((jnp.asarray(fl, dtype), jnp.asarray(fs, dtype))))
+        )
         ax.contourf(
-            mesh_l, mesh_s, inf.astype(float), levels=[0.5, 1.5], colors=[INFINITE], hatches=["//"], alpha=0.6
+            *xy(fl, fs),
+            inf.astype(float),
+            levels=[0.5, 1.5],
+            colors=[INFINITE],
+            hatches=["//"],
+            alpha=0.9,
         )
         handles.append(Patch(facecolor=INFINITE, hatch="//", label=f"{LABELS[name]} = $\\infty$"))
-    ol, os_ = np.asarray(optima.q.loc), np.asarray(optima.q.log_scale)
+    ol, os_ = xy(optima.q.loc, optima.q.log_scale)
+    ol, os_ = np.atleast_1d(ol), np.atleast_1d(os_)
     ax.plot(ol[:1], os_[:1], "*", color=OPTIMUM, ms=16, mec="k", zorder=5, label="global optimum")
     if ol.size > 1:
         ax.plot(ol[1:], os_[1:], "o", color=OPTIMUM, ms=8, mec="k", zorder=5, label="local optimum")
-    colors = iter(["#1B9E77", "#D95F02", "#7570B3", "#E7298A", "#66A61E", "#E6AB02", "#A6761D"])
+    palette = itertools.cycle(
+        ["#1B9E77", "#2C7FB8", "#E7298A", "#66A61E", "#A6761D", "#7570B3", "#E6AB02"]
+    )
     for label, path in trajectories.items():
-        color = "k" if "exact" in label else next(colors)
-        pl = np.atleast_2d(np.asarray(path.loc, np.float64))
-        ps = np.atleast_2d(np.asarray(path.log_scale, np.float64))
+        exact = "exact" in label
+        color = "k" if exact else next(palette)
+        color = (colors or {}).get(label, color)
+        pl, ps = xy(path.loc, path.log_scale)
+        pl, ps = np.atleast_2d(pl), np.atleast_2d(ps)
         for i in range(pl.shape[0]):
-            ax.plot(pl[i], ps[i], color=color, lw=1.2, alpha=0.8, label=label if i == 0 else None)
+            ax.plot(
+                pl[i],
+                ps[i],
+                color=color,
+                lw=2.0 if exact else 1.1,
+                alpha=0.95 if exact else 0.7,
+                zorder=5 if exact else 4,
+                label=label if i == 0 else None,
+            )
             ax.plot(pl[i, -1], ps[i, -1], "x", color=color, ms=7, mew=2, zorder=6)
         ax.plot(pl[:, 0], ps[:, 0], "o", color="k", mfc="w", ms=6, zorder=6)
     if trajectories:
         handles.append(Line2D([], [], marker="o", color="k", mfc="w", ls="", label="start"))
         handles.append(Line2D([], [], marker="x", color="0.3", ls="", mew=2, label="end"))
-    ax.set_xlim(*loc_range)
-    ax.set_ylim(*log_scale_range)
-    ax.set_xlabel(r"loc $\mu$")
-    ax.set_ylabel(r"log scale $\log\sigma$")
-    ax.set_title(f"{LABELS[name]} over $(\\mu, \\log\\sigma)$", fontsize=10)
+    if param.name == "mu_log_sigma":
+        ax.set_xlim(*loc_range)
+        ax.set_ylim(*log_scale_range)
+    xlabel, ylabel = _COORD_LABELS[param.name]
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    coords = f"$({xlabel.split('$')[1]}, {ylabel.split('$')[1]})$"
+    ax.set_title(f"{LABELS[name]} over {coords}", fontsize=10)
     h, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=h + handles, fontsize=7, loc="upper right", framealpha=0.85)
+    ax.legend(handles=h + handles, fontsize=7, loc="best", framealpha=0.85)
     return fig
 
 
-@functools.partial(jax.jit, static_argnames=("name", "estimator", "num_samples", "num_steps"))
-def _paths(target, q0, keys, lrs, moms, *, name, estimator, num_samples, num_steps):
+_COORD_LABELS = {
+    "mu_log_sigma": (r"loc $\mu$", r"log scale $\log\sigma$"),
+    "mu_sigma": (r"loc $\mu$", r"scale $\sigma$"),
+    "mu_tau": (r"loc $\mu$", r"precision $\tau$"),
+    "natural": (r"natural $\eta_1$", r"natural $\eta_2$"),
+    "expectation": (r"mean $m_1$", r"second moment $m_2$"),
+}
+
+
+@functools.partial(
+    jax.jit, static_argnames=("name", "estimator", "num_samples", "num_steps", "optimizer")
+)
+def _paths(target, q0, keys, lrs, moms, *, name, estimator, num_samples, num_steps, optimizer):
     loss_fn = surrogate(name, estimator, target, num_samples)
 
-    def one(key, lr, mom):
+    def one(q_start, key, lr, mom):
         # SGD with heavy-ball momentum as in `divjax.fit` (momentum 0 is plain SGD);
         # built from traced numbers so one program serves every step size.
-        opt = optax.sgd(lr, momentum=mom)
+        opt = optax.sgd(lr, momentum=mom) if optimizer == "sgd" else optax.adam(lr, b1=mom)
         step = make_step(loss_fn, opt, average_rate=average_rate(num_steps))
 
         def body(state, _):
             state, _ = step(state)
             return state, state.params
 
-        state, params = jax.lax.scan(body, init_state(q0, opt, key), None, length=num_steps)
-        return params, state.diverged_at
+        init = init_state(q_start, opt, key)
+        state, params = jax.lax.scan(body, init, None, length=num_steps)
+        start = jnp.stack([q_start.loc, q_start.log_scale]).astype(params.dtype)
+        return jnp.concatenate([start[None], params]), state.diverged_at
 
-    params, diverged_at = jax.vmap(one)(keys, lrs, moms)
-    start = jnp.broadcast_to(jnp.stack([q0.loc, q0.log_scale]), (keys.shape[0], 1, 2))
-    params = jnp.concatenate([start.astype(params.dtype), params], axis=1)
+    params, diverged_at = jax.vmap(one)(q0, keys, lrs, moms)
     return Gaussian._make((params[..., 0], params[..., 1])), diverged_at
 
 
@@ -411,31 +495,54 @@ def fit_paths(
     num_steps: int = 300,
     learning_rate: float | Sequence[float] = 0.05,
     momentum: float | Sequence[float] = 0.9,
+    optimizer: str = "sgd",
     key: jax.Array,
 ) -> tuple[Gaussian, np.ndarray]:
     r"""Paths of several fits (the step of `divjax.fit`, SGD with momentum), in one program.
 
-    Fits are vmapped over ``num_seeds`` PRNG keys and, when sequences are
-    given, over ``learning_rate`` and ``momentum`` (broadcast against each
-    other and the seeds). An ``"exact"`` fit is deterministic: one seed.
+    Fits are vmapped over ``num_seeds`` PRNG keys and, when given as
+    sequences, over ``learning_rate``, ``momentum`` and the starts ``q0``
+    (leaves of shape ``(S,)``), all broadcast against each other. An
+    ``"exact"`` fit is deterministic: one seed per start and step size.
+    ``optimizer="adam"`` uses ``optax.adam(learning_rate, b1=momentum)`` instead
+    of SGD.
 
     Returns:
       ``(path, diverged_at)``: ``path`` a `Gaussian` with leaves ``(S, T + 1)``
-      (``q0`` first; frozen after a divergence, as in `divjax.fit`) and
+      (the start first; frozen after a divergence, as in `divjax.fit`) and
       ``diverged_at`` of shape ``(S,)`` (``-1`` = never).
     """
-    dtype = jnp.result_type(q0.loc)
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    dtype = target.locs.dtype
     lrs = np.atleast_1d(np.asarray(learning_rate, np.float64))
     moms = np.atleast_1d(np.asarray(momentum, np.float64))
-    n = max(lrs.size, moms.size, 1 if estimator == "exact" else num_seeds)
-    lrs, moms = np.broadcast_to(lrs, (n,)), np.broadcast_to(moms, (n,))
-    keys = jax.random.split(key, n)
+    locs = np.atleast_1d(np.asarray(q0.loc, np.float64))
+    log_scales = np.atleast_1d(np.asarray(q0.log_scale, np.float64))
+    n = max(lrs.size, moms.size, locs.size, 1 if estimator == "exact" else num_seeds)
+    lrs, moms, locs, log_scales = (np.broadcast_to(a, (n,)) for a in (lrs, moms, locs, log_scales))
+    starts = Gaussian._make((jnp.asarray(locs, dtype), jnp.asarray(log_scales, dtype)))
     path, div = _paths(
-        target, q0, keys, jnp.asarray(lrs, dtype), jnp.asarray(moms, dtype),
-        name=name, estimator=estimator, num_samples=1 if estimator == "exact" else int(num_samples),
+        target,
+        starts,
+        jax.random.split(key, n),
+        jnp.asarray(lrs, dtype),
+        jnp.asarray(moms, dtype),
+        name=name,
+        estimator=estimator,
+        num_samples=1 if estimator == "exact" else int(num_samples),
         num_steps=int(num_steps),
+        optimizer=optimizer,
     )
     return jax.tree_util.tree_map(np.asarray, path), np.asarray(div)
+
+
+@functools.partial(jax.jit, static_argnames="name")
+def path_values(name: str, p: GaussianMixture, path: Gaussian) -> jax.Array:
+    """The exact divergence at every point of a path (leaves of any shape)."""
+    flat = jax.tree_util.tree_map(lambda a: jnp.ravel(jnp.asarray(a, p.locs.dtype)), path)
+    values = jax.vmap(lambda m, s: divergence(name, p, Gaussian._make((m, s))))(*flat)
+    return values.reshape(jnp.shape(path.loc))
 
 
 # ---------------------------------------------------------------------------
@@ -507,7 +614,8 @@ def estimator_comparison(
             if inf_var:
                 mse = bias**2 + var
             mean = pick(getattr(stats.mean, field))
-            snr = np.abs(mean) / np.sqrt(var)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr = np.abs(mean) / np.sqrt(var)
             cols = [var] if div_inf else [var, mse]
             cols.append(snr)
             col_idx = [0, 2] if div_inf else [0, 1, 2]
@@ -581,7 +689,11 @@ def sweep_summary(runs: Sequence, *, max_cols: int = 4, axes=None):
     rows = -(-n // cols)
     if axes is None:
         fig, axes = plt.subplots(
-            2 * rows, cols, figsize=(3.4 * cols + 0.6, 5.0 * rows), squeeze=False, layout="constrained",
+            2 * rows,
+            cols,
+            figsize=(3.4 * cols + 0.6, 5.0 * rows),
+            squeeze=False,
+            layout="constrained",
             height_ratios=[1.6, 1.0] * rows,
         )
     axes = np.asarray(axes).reshape(2 * rows, cols)
@@ -596,11 +708,16 @@ def sweep_summary(runs: Sequence, *, max_cols: int = 4, axes=None):
             v = np.asarray(r.status.final_value, np.float64)
             ok = np.isfinite(v) & (np.asarray(r.status.diverged_at) < 0)
             data.append(v[ok])
-            ticks.append(f"{k}" + (f"\n({(~ok).sum()} ∞/div)" if (~ok).any() else ""))
+            ticks.append(f"{k}" + (f"\n({(~ok).sum()} diverged/inf)" if (~ok).any() else ""))
         nonempty = [i for i, d in enumerate(data) if d.size]
         if nonempty:
-            top.boxplot([data[i] for i in nonempty], positions=pos[nonempty], widths=0.55,
-                        showfliers=False, medianprops={"color": PURPLE})
+            top.boxplot(
+                [data[i] for i in nonempty],
+                positions=pos[nonempty],
+                widths=0.55,
+                showfliers=False,
+                medianprops={"color": PURPLE},
+            )
             rng = np.random.default_rng(0)
             for i in nonempty:
                 jitter = rng.uniform(-0.18, 0.18, data[i].size)
@@ -617,8 +734,14 @@ def sweep_summary(runs: Sequence, *, max_cols: int = 4, axes=None):
         bottom_acc = np.zeros(len(group))
         for outcome, color in OUTCOME_COLORS.items():
             frac = np.array([_outcomes(r.status)[outcome].mean() for r in group])
-            bottom.bar(pos, frac, bottom=bottom_acc, color=color, width=0.7,
-                       label=outcome if j == 0 else None)
+            bottom.bar(
+                pos,
+                frac,
+                bottom=bottom_acc,
+                color=color,
+                width=0.7,
+                label=outcome if j == 0 else None,
+            )
             bottom_acc += frac
         bottom.set_xticks(pos, [str(k) for k in ks], fontsize=8)
         bottom.set_ylim(0, 1)
@@ -631,8 +754,14 @@ def sweep_summary(runs: Sequence, *, max_cols: int = 4, axes=None):
         axes.flat[0].set_visible(True)
         axes.flat[0].text(0.5, 0.5, "no Monte Carlo runs", ha="center", va="center")
     handles = [Patch(color=c, label=o) for o, c in OUTCOME_COLORS.items()]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8,
-               title="how each seed's fit ended", title_fontsize=8)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        title="how each seed's fit ended",
+        title_fontsize=8,
+    )
     return fig
 
 
@@ -654,7 +783,7 @@ def animate_fit(
     momentum: float = 0.9,
     key: jax.Array,
     optima: Optima | None = None,
-    dpi: int = 60,
+    dpi: int = 72,
     fps: int = 8,
 ) -> Path:
     r"""Writes a GIF of a fit: the `fit_figure` stack evolving (Pillow writer).
@@ -666,7 +795,7 @@ def animate_fit(
     Returns:
       ``path`` as a `pathlib.Path`.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.animation import PillowWriter
 
     path = Path(path)
     k_fit, k_aux = jax.random.split(key)
@@ -674,8 +803,15 @@ def animate_fit(
         optima = optimal_q(name, p)
     num_steps = num_frames * steps_per_frame
     qs, diverged_at = fit_paths(
-        p, q0, name, estimator, num_samples=num_samples, num_steps=num_steps,
-        learning_rate=learning_rate, momentum=momentum, key=k_fit,
+        p,
+        q0,
+        name,
+        estimator,
+        num_samples=num_samples,
+        num_steps=num_steps,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        key=k_fit,
     )
     idx = np.minimum(np.arange(num_frames) * steps_per_frame, num_steps)
     idx[-1] = num_steps
@@ -688,18 +824,20 @@ def animate_fit(
     )
     div = int(diverged_at[0])
 
-    def update(i):
-        for a in axes:
-            a.clear()
-        step = int(idx[i])
-        note = f" (diverged at step {div})" if 0 <= div <= step else ""
-        title = f"step {step}/{num_steps}: {estimator}, K = {num_samples}{note}"
-        aux = jax.tree_util.tree_map(lambda a: a[i], auxes)
-        fit_figure(p, _row(frames, i), name, aux, optima=optima, x=x, title=title, axes=axes)
-        return ()
-
-    anim = FuncAnimation(fig, update, frames=num_frames, blit=False)
-    anim.save(path, writer=PillowWriter(fps=fps), dpi=dpi)
+    writer = PillowWriter(fps=fps)
+    with writer.saving(fig, path, dpi):
+        for i in range(num_frames):
+            for a in axes:
+                a.clear()
+            step = int(idx[i])
+            note = f" (diverged at step {div})" if 0 <= div <= step else ""
+            title = f"minimize {LABELS[name]}, {estimator} K = {num_samples}: "
+            title += f"step {step}/{num_steps}{note}"
+            aux = jax.tree_util.tree_map(lambda a, i=i: a[i], auxes)
+            fit_figure(p, _row(frames, i), name, aux, optima=optima, x=x, title=title, axes=axes)
+            writer.grab_frame()
+            if i == 0:  # lay out once: every frame has the same texts
+                fig.set_layout_engine("none")
     plt.close(fig)
     return path
 
@@ -727,6 +865,10 @@ def demo_figures(
     grad_stats_by_estimator: Mapping[tuple[str, str], GradStats],
     *,
     key: jax.Array,
+    optima: Mapping[str, Optima] | None = None,
+    num_steps: int = 300,
+    path_ks: Sequence[int] = (4, 64),
+    num_frames: int = 40,
     verbose: bool = False,
 ) -> list[Path]:
     r"""Writes figures 1-5 and one GIF for a scenario; returns their paths.
@@ -734,17 +876,30 @@ def demo_figures(
     Files (PNG unless said):
 
     - ``fit_panel``: one `fit_panel` per divergence, ``q`` the exact-gradient
-      fit from ``sweep_results`` (or 300 exact steps from ``q0`` if absent);
+      fit from ``sweep_results`` (or ``num_steps`` exact steps from ``q0``);
     - ``weights`` and ``rug``: `weights_panel` and `rug` at those same ``q``,
       for one draw of K = 32 samples of a Monte Carlo estimator;
     - ``landscape``: `landscape` per divergence with paths from ``q0``: exact,
-      and the Monte Carlo estimator at K = 4 and 64 (3 seeds each), 300 steps;
+      and the Monte Carlo estimator at each of ``path_ks`` (3 seeds each);
     - ``estimators``: `estimator_comparison` of ``grad_stats_by_estimator``;
     - ``sweep_summary``: `sweep_summary` of ``sweep_results``;
     - ``fit.gif``: `animate_fit` of forward KL with ``snis`` (K = 16) from ``q0``.
 
     The Monte Carlo estimator of a divergence is the first one in
     ``sweep_results``, else `DEMO_ESTIMATORS`.
+
+    Args:
+      out_dir: the folder (created if missing).
+      target, q0: the scenario.
+      sweep_results: `divjax.sweep.SweepRun`'s for this target and start.
+      grad_stats_by_estimator: ``{(divergence, estimator): GradStats}`` with a
+        leading ``K`` axis.
+      key: PRNG key for the paths, the samples shown and the animation.
+      optima: ``{divergence: Optima}``; computed with `divjax.optimal_q` where missing.
+      num_steps: steps of the landscape paths (and of the fallback exact fits).
+      path_ks: the Monte Carlo K's of the landscape paths.
+      num_frames: frames of the GIF (5 steps each).
+      verbose: print progress with timings.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -764,7 +919,10 @@ def demo_figures(
 
     written: list[Path] = []
     names = list(DIVERGENCES)
-    optima = {n: optimal_q(n, target) for n in names}
+    optima = dict(optima or {})
+    for n in names:
+        if n not in optima:
+            optima[n] = optimal_q(n, target)
     log("optima")
     mc, fitted, notes = {}, {}, {}
     for run in sweep_results:
@@ -780,35 +938,53 @@ def demo_figures(
     paths = {}
     for i, n in enumerate(names):
         key_n = jax.random.fold_in(k_paths, i)
-        exact_path, exact_div = fit_paths(target, q0, n, "exact", num_steps=300, key=key_n)
-        paths[n] = {"exact": exact_path}
-        for k in (4, 64):
+        exact_path, exact_div = fit_paths(target, q0, n, "exact", num_steps=num_steps, key=key_n)
+        label = "exact" + (f" (diverged at step {exact_div[0]})" if exact_div[0] >= 0 else "")
+        paths[n] = {label: exact_path}
+        for k in path_ks:
             path, _ = fit_paths(
-                target, q0, n, mc[n], num_samples=k, num_seeds=3, num_steps=300, key=key_n
+                target, q0, n, mc[n], num_samples=k, num_seeds=3, num_steps=num_steps, key=key_n
             )
             paths[n][f"{mc[n]}, K = {k}"] = path
         if n not in fitted:
-            fitted[n] = Gaussian._make((jnp.asarray(exact_path.loc[0, -1]), jnp.asarray(exact_path.log_scale[0, -1])))
-            notes[n] = "300 exact steps" + (f", diverged at step {exact_div[0]}" if exact_div[0] >= 0 else "")
+            fitted[n] = Gaussian._make(
+                (jnp.asarray(exact_path.loc[0, -1]), jnp.asarray(exact_path.log_scale[0, -1]))
+            )
+            notes[n] = f"{num_steps} exact steps" + (
+                f", diverged at step {exact_div[0]}" if exact_div[0] >= 0 else ""
+            )
     log("paths")
 
     fig, axs = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
     for ax, n in zip(axs.flat, names):
-        fit_panel(target, fitted[n], n, optima=optima[n], ax=ax,
-                  title=f"minimize {LABELS[n]} ({_SEEKING[n.split('_')[1]]}), exact gradient: {notes[n]}")
+        head = f"minimize {LABELS[n]} ({_SEEKING[n.split('_')[1]]})\nexact gradient: {notes[n]}"
+        fit_panel(target, fitted[n], n, optima=optima[n], ax=ax, title=head)
     save(fig, "fit_panel.png")
 
-    auxes = {n: sample_aux(target, fitted[n], n, mc[n], 32, jax.random.fold_in(k_aux, i)) for i, n in enumerate(names)}
+    auxes = {
+        n: sample_aux(target, fitted[n], n, mc[n], 32, jax.random.fold_in(k_aux, i))
+        for i, n in enumerate(names)
+    }
     fig, axs = plt.subplots(2, 2, figsize=(11, 6), layout="constrained")
     for ax, n in zip(axs.flat, names):
-        weights_panel(target, fitted[n], auxes[n], n, x=x_grid(target, fitted[n]), ax=ax)
-        ax.set_title(f"{LABELS[n]}, {mc[n]} at the fitted q: " + ax.get_title(), fontsize=9)
+        weights_panel(
+            target,
+            fitted[n],
+            auxes[n],
+            n,
+            x=x_grid(target, fitted[n]),
+            ax=ax,
+            title=f"{LABELS[n]}, {mc[n]} at the fitted q",
+        )
     save(fig, "weights.png")
 
     fig, axs = plt.subplots(2, 2, figsize=(11, 4.2), layout="constrained")
     for ax, n in zip(axs.flat, names):
         rug(auxes[n], x=x_grid(target, fitted[n]), ax=ax)
-        ax.set_title(f"{LABELS[n]}, {mc[n]}, K = 32: blue = positive, red = negative contribution", fontsize=9)
+        ax.set_title(
+            f"{LABELS[n]}, {mc[n]}, K = 32: blue = positive, red = negative contribution",
+            fontsize=9,
+        )
     save(fig, "rug.png")
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 9), layout="constrained")
@@ -819,8 +995,17 @@ def demo_figures(
 
     save(estimator_comparison(grad_stats_by_estimator), "estimators.png")
     save(sweep_summary(list(sweep_results)), "sweep_summary.png")
-    gif = animate_fit(out / "fit.gif", target, q0, "kl_forward", mc["kl_forward"], num_samples=16,
-                      key=k_anim, optima=optima["kl_forward"])
+    gif = animate_fit(
+        out / "fit.gif",
+        target,
+        q0,
+        "kl_forward",
+        mc["kl_forward"],
+        num_samples=16,
+        num_frames=num_frames,
+        key=k_anim,
+        optima=optima["kl_forward"],
+    )
     written.append(gif)
     log(f"wrote {gif}")
     return written

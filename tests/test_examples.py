@@ -1,0 +1,87 @@
+"""Every script in examples/ runs at a reduced size (--quick) and saves its figure.
+
+The scripts are imported and their ``main(argv)`` called in this process, so jit
+caches are shared between them; each returns the numbers it printed.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MINE = [
+    "mean_vs_mode_seeking",
+    "step_size_momentum",
+    "mc_stuck",
+    "reverse_kl_mode_locking",
+    "infinite_chi2",
+    "verify_gradient",
+]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"divjax_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name, tmp_path, capsys):
+    findings = load(name).main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    png = tmp_path / f"{name}.png"
+    assert png.exists() and png.stat().st_size > 5000
+    assert f"saved {png}" in out
+    return findings, out
+
+
+def test_mean_vs_mode_seeking(tmp_path, capsys):
+    findings, out = run("mean_vs_mode_seeking", tmp_path, capsys)
+    assert set(findings) == {"kl_forward", "kl_reverse", "chi2_forward", "chi2_reverse"}
+    # Forward KL moment-matches (mean 1.5, scale sqrt(6.025)); reverse KL picks the mode at 3.
+    assert findings["kl_forward"]["loc"] == pytest.approx(1.5, abs=0.05)
+    assert findings["kl_forward"]["scale"] == pytest.approx(6.025**0.5, abs=0.05)
+    assert findings["kl_reverse"]["loc"] == pytest.approx(3.0, abs=0.1)
+    assert findings["kl_reverse"]["scale"] < findings["kl_forward"]["scale"]
+    assert "kl_forward    mean-seeking" in out
+
+
+def test_step_size_momentum_reports_negative_step_as_diverged(tmp_path, capsys):
+    findings, out = run("step_size_momentum", tmp_path, capsys)
+    assert findings["negative"]["diverged_at"] >= 0
+    assert findings["too large"]["diverged_at"] >= 0
+    assert findings["momentum 0.9"]["diverged_at"] == -1
+    assert findings["momentum 0.9"]["gap"] < findings["too small"]["gap"]
+    assert "diverged at step" in out
+
+
+def test_mc_stuck_exact_moves_and_fractions_add_up(tmp_path, capsys):
+    findings, _ = run("mc_stuck", tmp_path, capsys)
+    assert findings["exact"] == "optimum"
+    for fractions in findings["fractions"].values():
+        assert sum(fractions.values()) == pytest.approx(1.0)
+
+
+def test_reverse_kl_mode_locking_finds_the_local_minimum(tmp_path, capsys):
+    findings, out = run("reverse_kl_mode_locking", tmp_path, capsys)
+    assert 1 <= findings["num_local"] < findings["num_starts"]
+    assert "local optimum (mode at -2)" in out
+
+
+def test_infinite_chi2(tmp_path, capsys):
+    findings, out = run("infinite_chi2", tmp_path, capsys)
+    fwd, rev = findings["chi2_forward"], findings["chi2_reverse"]
+    assert fwd[0] == float("inf") and rev[-1] == float("inf")  # sigma^2 = 0.3 and 5
+    assert findings["fits"]["exact"]["diverged_at"] == [0]  # infinite at N(0, 5)
+    assert "q^2/p does not decay" in out
+
+
+def test_verify_gradient(tmp_path, capsys):
+    findings, out = run("verify_gradient", tmp_path, capsys)
+    assert findings["good_ok"] and not findings["bad_ok"]
+    assert "PASS" in out and "FAIL" in out
