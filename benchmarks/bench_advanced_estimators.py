@@ -58,13 +58,14 @@ def grad_tables(target, q_kl, q_chi2, num_draws, burn_in, title):
         name = group.split()[0]
         q = q_chi2 if name == "chi2_reverse" else q_kl
         print(f"\n{group} at q = N({float(q.loc):.3g}, {float(q.scale):.3g}^2)")
-        print(f"{'estimator':<14}{'K':>4}  {'bias loc / log_scale':>22}  "
-              f"{'variance loc / log_scale':>24}  {'SNR loc / log_scale':>20}")
+        print(
+            f"{'estimator':<14}{'K':>4}  {'bias loc / log_scale':>22}  "
+            f"{'variance loc / log_scale':>24}  {'SNR loc / log_scale':>20}"
+        )
         for est in ests:
             ks = tuple(k for k in KS if k >= min_samples(est))
             t = time.perf_counter()
-            s = grad_stats(name, est, target, q, ks, num_draws, jax.random.key(0),
-                           burn_in=burn_in)
+            s = grad_stats(name, est, target, q, ks, num_draws, jax.random.key(0), burn_in=burn_in)
             s = jax.tree_util.tree_map(np.asarray, s)
             dt = time.perf_counter() - t
             for k in KS:
@@ -72,11 +73,13 @@ def grad_tables(target, q_kl, q_chi2, num_draws, burn_in, title):
                     print(f"{est:<14}{k:>4}  {'n/a (K >= 2)':>22}")
                     continue
                 j = ks.index(k)
-                print(f"{est:<14}{k:>4}  "
-                      f"{_fmt(s.bias.loc[j]):>10} / {_fmt(s.bias.log_scale[j]):<9}  "
-                      f"{s.variance.loc[j]:>11.3g} / {s.variance.log_scale[j]:<10.3g}  "
-                      f"{s.snr.loc[j]:>8.3f} / {s.snr.log_scale[j]:<8.3f}"
-                      + (f"  ({dt:.1f} s)" if j == 0 else ""))
+                print(
+                    f"{est:<14}{k:>4}  "
+                    f"{_fmt(s.bias.loc[j]):>10} / {_fmt(s.bias.log_scale[j]):<9}  "
+                    f"{s.variance.loc[j]:>11.3g} / {s.variance.log_scale[j]:<10.3g}  "
+                    f"{s.snr.loc[j]:>8.3f} / {s.snr.log_scale[j]:<8.3f}"
+                    + (f"  ({dt:.1f} s)" if j == 0 else "")
+                )
 
 
 def sweep_table(seeds, steps):
@@ -87,22 +90,40 @@ def sweep_table(seeds, steps):
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, steps, alpha=0.02))
     fits = [("kl_forward", "snis"), ("kl_forward", "msc"), ("kl_forward", "msc_rb")]
     for label, q0 in (("q0 = N(0, 5)", dj.default_q0()), ("q* (moment matching)", q_star)):
-        res = sweep(p, q0, fits, num_samples=(2, 4, 16, 64, 256), num_seeds=seeds,
-                    num_steps=steps, optimizers={"adam": optimizer}, key=jax.random.key(1))
-        print(f"\n=== sweep: forward KL, start {label}, {seeds} seeds x {steps} steps, Adam "
-              f"0.05 cosine-decayed; q* = N(1.5, 6.025), KL* = {kl_star:.4f} "
-              f"(compile {res.compile_s:.1f} s, run {res.run_s:.1f} s) ===")
-        print(f"{'estimator':<10}{'K':>4}  {'loc - loc*':>16}  {'log_scale - ls*':>16}  "
-              f"{'mean KL - KL*':>13}  diverged")
+        res = sweep(
+            p,
+            q0,
+            fits,
+            num_samples=(2, 4, 16, 64, 256),
+            num_seeds=seeds,
+            num_steps=steps,
+            optimizers={"adam": optimizer},
+            key=jax.random.key(1),
+        )
+        print(
+            f"\n=== sweep: forward KL, start {label}, {seeds} seeds x {steps} steps, Adam "
+            f"0.05 cosine-decayed; q* = N(1.5, 6.025), KL* = {kl_star:.4f} "
+            f"(compile {res.compile_s:.1f} s, run {res.run_s:.1f} s) ==="
+        )
+        print(
+            f"{'estimator':<10}{'K':>4}  {'loc - loc*':>16}  {'log_scale - ls*':>16}  "
+            f"{'mean KL - KL*':>13}  diverged"
+        )
         for r in res.runs:
             ok = np.asarray(r.status.diverged_at) < 0
-            x = np.stack([np.asarray(r.q.loc, np.float64)[ok] - float(q_star.loc),
-                          np.asarray(r.q.log_scale, np.float64)[ok] - float(q_star.log_scale)])
+            x = np.stack(
+                [
+                    np.asarray(r.q.loc, np.float64)[ok] - float(q_star.loc),
+                    np.asarray(r.q.log_scale, np.float64)[ok] - float(q_star.log_scale),
+                ]
+            )
             m, se = x.mean(1), x.std(1, ddof=1) / np.sqrt(max(ok.sum(), 1))
             excess = np.mean(np.asarray(r.status.final_value, np.float64)[ok]) - kl_star
-            print(f"{r.config.estimator:<10}{r.config.num_samples:>4}  "
-                  f"{m[0]:+7.3f} ± {se[0]:<6.3f}  {m[1]:+7.3f} ± {se[1]:<6.3f}  "
-                  f"{excess:>13.4f}  {int((~ok).sum()):>4}")
+            print(
+                f"{r.config.estimator:<10}{r.config.num_samples:>4}  "
+                f"{m[0]:+7.3f} ± {se[0]:<6.3f}  {m[1]:+7.3f} ± {se[1]:<6.3f}  "
+                f"{excess:>13.4f}  {int((~ok).sum()):>4}"
+            )
 
 
 def main():
@@ -115,10 +136,22 @@ def main():
     args = parser.parse_args()
     t = time.perf_counter()
     print(f"backend: {jax.default_backend()}")
-    grad_tables(dj.default_target(), dj.default_q0(), dj.Gaussian.from_loc_scale(1.0, 1.1),
-                args.num_draws, args.burn_in, "default scenario")
-    grad_tables(_three_modes(), dj.default_q0(), dj.Gaussian.from_loc_scale(0.0, 0.65),
-                args.num_draws, args.burn_in, "three-mode target")
+    grad_tables(
+        dj.default_target(),
+        dj.default_q0(),
+        dj.Gaussian.from_loc_scale(1.0, 1.1),
+        args.num_draws,
+        args.burn_in,
+        "default scenario",
+    )
+    grad_tables(
+        _three_modes(),
+        dj.default_q0(),
+        dj.Gaussian.from_loc_scale(0.0, 0.65),
+        args.num_draws,
+        args.burn_in,
+        "three-mode target",
+    )
     if not args.skip_sweep:
         sweep_table(args.seeds, args.steps)
     print(f"\ntotal {time.perf_counter() - t:.0f} s")

@@ -43,8 +43,11 @@ def _leaf0(g):
 def main():
     rows = []
     for d in DIMS:
-        p = MvGaussianMixture([0.3, 0.7], jnp.stack([-jnp.ones(d), jnp.ones(d)]),
-                              jnp.stack([jnp.ones(d), 0.7 * jnp.ones(d)]))
+        p = MvGaussianMixture(
+            [0.3, 0.7],
+            jnp.stack([-jnp.ones(d), jnp.ones(d)]),
+            jnp.stack([jnp.ones(d), 0.7 * jnp.ones(d)]),
+        )
         q = DiagGaussian(0.2 * jnp.ones(d), jnp.log(1.2) * jnp.ones(d))
         exact_fn = jax.jit(lambda q_: mv.mv_exact_grad("chi2_forward", p, q_))
         exact = exact_fn(q)
@@ -57,7 +60,7 @@ def main():
         elif d == 1:
             quad = "(1-D rule, divjax.divergence)"
         else:
-            quad = f"infeasible ({928 ** d:.0e} nodes)"
+            quad = f"infeasible ({928**d:.0e} nodes)"
         # snis2 estimates grad log(1 + chi^2) = grad chi^2 / (1 + chi^2).
         target = float(_leaf0(exact) / (1 + mv.mv_divergence("chi2_forward", p, q)))
         k0 = 256
@@ -67,26 +70,40 @@ def main():
         mse_per = np.mean((g - target) ** 2) * k0  # variance*K (+bias^2*K)
         k_need = int(math.ceil(mse_per / (1e-2 * abs(target)) ** 2))
         k_run = min(k_need, 2_000_000)
-        f_need = jax.jit(lambda kk: jax.grad(mv.mv_surrogate("chi2_forward", "snis2", p, k_run),
-                                             has_aux=True)(q, kk)[0])
+        f_need = jax.jit(
+            lambda kk: jax.grad(mv.mv_surrogate("chi2_forward", "snis2", p, k_run), has_aux=True)(
+                q, kk
+            )[0]
+        )
         t_mc = _timeit(f_need, KEY, reps=2)
         snr = {}
-        for name, est in [("kl_reverse", "reparam"), ("kl_reverse", "stl"),
-                          ("kl_reverse", "reinforce_loo"), ("kl_forward", "snis")]:
+        for name, est in [
+            ("kl_reverse", "reparam"),
+            ("kl_reverse", "stl"),
+            ("kl_reverse", "reinforce_loo"),
+            ("kl_forward", "snis"),
+        ]:
             s = mv.mv_surrogate(name, est, p, 16)
-            gg = np.asarray(jax.jit(jax.vmap(lambda kk: _leaf0(jax.grad(s, has_aux=True)(q, kk)[0])))(
-                jax.random.split(KEY, 500)))
+            gg = np.asarray(
+                jax.jit(jax.vmap(lambda kk: _leaf0(jax.grad(s, has_aux=True)(q, kk)[0])))(
+                    jax.random.split(KEY, 500)
+                )
+            )
             snr[est] = abs(gg.mean()) / gg.std()
         rows.append((d, t_closed, quad, k_need, t_mc, snr))
         print(f"d={d} done", flush=True)
-    print("\n| d | closed form (chi2_fwd grad) | 2-D quadrature time / rel. err | "
-          "MC snis2: K for 1% rel. RMS | MC time at that K | SNR reparam | SNR stl | "
-          "SNR reinforce_loo | SNR snis |")
+    print(
+        "\n| d | closed form (chi2_fwd grad) | 2-D quadrature time / rel. err | "
+        "MC snis2: K for 1% rel. RMS | MC time at that K | SNR reparam | SNR stl | "
+        "SNR reinforce_loo | SNR snis |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for d, tc, quad, k, tm, snr in rows:
-        print(f"| {d} | {tc * 1e3:.2f} ms | {quad} | {k:.2e} | {tm * 1e3:.1f} ms"
-              f"{' (capped K=2e6)' if k > 2_000_000 else ''} | {snr['reparam']:.2f} | "
-              f"{snr['stl']:.2f} | {snr['reinforce_loo']:.2f} | {snr['snis']:.2f} |")
+        print(
+            f"| {d} | {tc * 1e3:.2f} ms | {quad} | {k:.2e} | {tm * 1e3:.1f} ms"
+            f"{' (capped K=2e6)' if k > 2_000_000 else ''} | {snr['reparam']:.2f} | "
+            f"{snr['stl']:.2f} | {snr['reinforce_loo']:.2f} | {snr['snis']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,15 @@ SETTINGS = (
 
 def _advance(ex: Explorer, num_steps: int):
     out = advance(
-        ex.target, ex.state, np.array([ex.learning_rate, ex.momentum], np.float32),
-        np.int32(num_steps), ex.x, name=ex.name, estimator=ex.estimator,
-        panel_estimator=ex.mc_estimator, num_samples=ex.num_samples,
+        ex.target,
+        ex.state,
+        np.array([ex.learning_rate, ex.momentum], np.float32),
+        np.int32(num_steps),
+        ex.x,
+        name=ex.name,
+        estimator=ex.estimator,
+        panel_estimator=ex.mc_estimator,
+        num_samples=ex.num_samples,
     )
     return jax.device_get(out.values)
 
@@ -59,8 +65,13 @@ def _best(fn, repeats=3):
 
 def bench(name, estimator, frames, steps_per_frame, compute_steps):
     t = time.perf_counter()
-    ex = Explorer(divergence=name, estimator=estimator, optima=None,
-                  steps_per_frame=steps_per_frame, blit=False)
+    ex = Explorer(
+        divergence=name,
+        estimator=estimator,
+        optima=None,
+        steps_per_frame=steps_per_frame,
+        blit=False,
+    )
     init_s = time.perf_counter() - t
     compute = _best(lambda: _advance(ex, compute_steps))
     per_frame = _best(lambda: [_advance(ex, steps_per_frame) for _ in range(20)]) / 20
@@ -73,8 +84,13 @@ def bench(name, estimator, frames, steps_per_frame, compute_steps):
     fps_full = n_full / (time.perf_counter() - t)
     ex.close()
 
-    ex = Explorer(divergence=name, estimator=estimator, optima=None,
-                  steps_per_frame=steps_per_frame, blit=True)
+    ex = Explorer(
+        divergence=name,
+        estimator=estimator,
+        optima=None,
+        steps_per_frame=steps_per_frame,
+        blit=True,
+    )
     ex.fig.canvas.draw()
     redraws = 0
     t = time.perf_counter()
@@ -85,9 +101,14 @@ def bench(name, estimator, frames, steps_per_frame, compute_steps):
     fps_blit = frames / (time.perf_counter() - t)
     ex.close()
     return dict(
-        setting=f"{name}/{estimator}", init_s=init_s, compute_steps_s=compute_steps / compute,
-        compute_ms=1e3 * per_frame, fps_full=fps_full, fps_blit=fps_blit,
-        redraws=f"{redraws}/{frames}", steps_s_shown=fps_blit * steps_per_frame,
+        setting=f"{name}/{estimator}",
+        init_s=init_s,
+        compute_steps_s=compute_steps / compute,
+        compute_ms=1e3 * per_frame,
+        fps_full=fps_full,
+        fps_blit=fps_blit,
+        redraws=f"{redraws}/{frames}",
+        steps_s_shown=fps_blit * steps_per_frame,
     )
 
 
@@ -98,15 +119,20 @@ def main() -> None:
     parser.add_argument("--compute-steps", type=int, default=20_000)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    head = (f"{'setting':<20}{'init s':>8}{'compute steps/s':>17}{'ms/frame':>10}"
-            f"{'fps full':>10}{'fps blit':>10}{'full redraws':>14}{'steps/s shown':>15}")
+    head = (
+        f"{'setting':<20}{'init s':>8}{'compute steps/s':>17}{'ms/frame':>10}"
+        f"{'fps full':>10}{'fps blit':>10}{'full redraws':>14}{'steps/s shown':>15}"
+    )
     print(head)
     print("-" * len(head))
     for name, est in SETTINGS:
         r = bench(name, est, args.frames, args.steps_per_frame, args.compute_steps)
-        print(f"{r['setting']:<20}{r['init_s']:8.1f}{r['compute_steps_s']:17,.0f}"
-              f"{r['compute_ms']:10.2f}{r['fps_full']:10.1f}{r['fps_blit']:10.1f}"
-              f"{r['redraws']:>14}{r['steps_s_shown']:15,.0f}", flush=True)
+        print(
+            f"{r['setting']:<20}{r['init_s']:8.1f}{r['compute_steps_s']:17,.0f}"
+            f"{r['compute_ms']:10.2f}{r['fps_full']:10.1f}{r['fps_blit']:10.1f}"
+            f"{r['redraws']:>14}{r['steps_s_shown']:15,.0f}",
+            flush=True,
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

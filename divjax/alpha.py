@@ -291,7 +291,9 @@ def renyi_forward_sn(alpha, q, key, x, log_w, log_p) -> _est._Spec:
 
 
 def renyi_forward_reparam(alpha, q, key, x, log_w, log_p) -> _est._Spec:
-    r"""Reparameterized gradient of ``log mean_i w(z_i)^alpha / (alpha - 1)`` for ``D_alpha(p || q)``.
+    r"""Reparameterized gradient for ``D_alpha(p || q)``.
+
+    It differentiates ``log mean_i w(z_i)^alpha / (alpha - 1)``.
 
     ``alpha / (alpha - 1) sum_i u_i grad_phi log w(z_i)``, ``u = softmax(alpha log w)``,
     through ``z_i = loc + scale * eps_i`` and ``q_phi``. Consistent for

@@ -65,7 +65,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from err
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--quick",
             action="store_true",
-            help="tiny sizes (K 1,4,16; 16 seeds; 200 steps) for a smoke run" if demo else "same as --seeds 16 --steps 200",
+            help="tiny sizes (K 1,4,16; 16 seeds; 200 steps) for a smoke run"
+            if demo
+            else "same as --seeds 16 --steps 200",
         )
 
     demo = sub.add_parser(
@@ -97,19 +101,54 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo, demo=True)
 
     cmp = sub.add_parser("compare", help="the same table for your own target and choices")
-    cmp.add_argument("--weights", type=_floats, required=True, help="mixture weights, e.g. 0.3,0.7 (need not sum to 1)")
-    cmp.add_argument("--locs", type=_floats, required=True, help="component means, e.g. --locs=-2,3 (use = when the first is negative)")
-    cmp.add_argument("--scales", type=_floats, required=True, help="component standard deviations, e.g. 0.5,1")
-    cmp.add_argument("--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)")
-    cmp.add_argument("--divergences", type=_names, default=None, help="comma-separated (default: all four)")
-    cmp.add_argument("--estimators", type=_names, default=None, help="comma-separated (default: all valid for each divergence)")
-    cmp.add_argument("--num-samples", type=_ints, default=(1, 4, 16, 64, 256), help="K values (default: 1,4,16,64,256)")
+    cmp.add_argument(
+        "--weights",
+        type=_floats,
+        required=True,
+        help="mixture weights, e.g. 0.3,0.7 (need not sum to 1)",
+    )
+    cmp.add_argument(
+        "--locs",
+        type=_floats,
+        required=True,
+        help="component means, e.g. --locs=-2,3 (use = when the first is negative)",
+    )
+    cmp.add_argument(
+        "--scales", type=_floats, required=True, help="component standard deviations, e.g. 0.5,1"
+    )
+    cmp.add_argument(
+        "--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)"
+    )
+    cmp.add_argument(
+        "--divergences", type=_names, default=None, help="comma-separated (default: all four)"
+    )
+    cmp.add_argument(
+        "--estimators",
+        type=_names,
+        default=None,
+        help="comma-separated (default: all valid for each divergence)",
+    )
+    cmp.add_argument(
+        "--num-samples",
+        type=_ints,
+        default=(1, 4, 16, 64, 256),
+        help="K values (default: 1,4,16,64,256)",
+    )
     cmp.add_argument("--seeds", type=int, default=64, help="fits per configuration (default: 64)")
     cmp.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
-    cmp.add_argument("--learning-rate", type=float, default=0.05, help="step size (default: 0.05; negative ascends)")
+    cmp.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.05,
+        help="step size (default: 0.05; negative ascends)",
+    )
     cmp.add_argument("--momentum", type=float, default=0.9, help="momentum for sgd (default: 0.9)")
-    cmp.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optax optimizer (default: sgd)")
-    cmp.add_argument("--grad-draws", type=int, default=2000, help="draws for the SNR at q0 (default: 2000)")
+    cmp.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default="sgd", help="optax optimizer (default: sgd)"
+    )
+    cmp.add_argument(
+        "--grad-draws", type=int, default=2000, help="draws for the SNR at q0 (default: 2000)"
+    )
     common(cmp, demo=False)
 
     exp = sub.add_parser(
@@ -119,17 +158,51 @@ def build_parser() -> argparse.ArgumentParser:
         "another backend): drag the target's modes and q, pick the divergence, its direction, "
         "exact or Monte Carlo gradients, the estimator, K, the step size and the momentum.",
     )
-    exp.add_argument("--weights", type=_floats, default=DEMO["weights"], help="mixture weights (default: 0.3,0.7)")
-    exp.add_argument("--locs", type=_floats, default=DEMO["locs"], help="component means (default: -2,3; write --locs=-2,3)")
-    exp.add_argument("--scales", type=_floats, default=DEMO["scales"], help="component standard deviations (default: 0.5,1)")
-    exp.add_argument("--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)")
-    exp.add_argument("--divergence", default="kl_forward", help="kl_forward, kl_reverse, chi2_forward or chi2_reverse (default: kl_forward)")
-    exp.add_argument("--estimator", default="exact", help="exact or a Monte Carlo estimator of the divergence (default: exact)")
-    exp.add_argument("--num-samples", type=int, default=16, help="K, a power of two up to 256 (default: 16)")
-    exp.add_argument("--learning-rate", type=float, default=0.05, help="step size (default: 0.05; negative ascends)")
+    exp.add_argument(
+        "--weights",
+        type=_floats,
+        default=DEMO["weights"],
+        help="mixture weights (default: 0.3,0.7)",
+    )
+    exp.add_argument(
+        "--locs",
+        type=_floats,
+        default=DEMO["locs"],
+        help="component means (default: -2,3; write --locs=-2,3)",
+    )
+    exp.add_argument(
+        "--scales",
+        type=_floats,
+        default=DEMO["scales"],
+        help="component standard deviations (default: 0.5,1)",
+    )
+    exp.add_argument(
+        "--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)"
+    )
+    exp.add_argument(
+        "--divergence",
+        default="kl_forward",
+        help="kl_forward, kl_reverse, chi2_forward or chi2_reverse (default: kl_forward)",
+    )
+    exp.add_argument(
+        "--estimator",
+        default="exact",
+        help="exact or a Monte Carlo estimator of the divergence (default: exact)",
+    )
+    exp.add_argument(
+        "--num-samples", type=int, default=16, help="K, a power of two up to 256 (default: 16)"
+    )
+    exp.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.05,
+        help="step size (default: 0.05; negative ascends)",
+    )
     exp.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
     exp.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
-    exp.add_argument("--steps-per-frame", type=int, default=10, help="optimizer steps per frame (default: 10)")
+    exp.add_argument(
+        "--steps-per-frame", type=int, default=10, help="optimizer steps per frame (default: 10)"
+    )
     return parser
 
 
@@ -174,10 +247,21 @@ def _row(run, stats, k_index, compile_s, wall_s) -> Row:
         inf_var = bool(np.asarray(stats.infinite_variance)[k_index])
     c = run.config
     return Row(
-        c.name, c.estimator, c.num_samples, float(med), float(q25), float(q75),
-        100 * float(np.mean(optimum == 0)), 100 * float(np.mean(optimum > 0)),
-        100 * float(np.mean(optimum == -1)), 100 * float(np.mean(diverged)),
-        snr[0], snr[1], inf_var, compile_s, wall_s,
+        c.name,
+        c.estimator,
+        c.num_samples,
+        float(med),
+        float(q25),
+        float(q75),
+        100 * float(np.mean(optimum == 0)),
+        100 * float(np.mean(optimum > 0)),
+        100 * float(np.mean(optimum == -1)),
+        100 * float(np.mean(diverged)),
+        snr[0],
+        snr[1],
+        inf_var,
+        compile_s,
+        wall_s,
     )
 
 
@@ -192,13 +276,17 @@ def _fmt(x: float, width: int = 9) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     head = (
         f"{'divergence':<13}{'estimator':<14}{'K':>4} {'median D':>9} {'IQR':>19} "
-        f"{'%glob':>6}{'%loc':>6}{'%stuck':>7}{'%div':>6} {'SNR mu':>8}{'SNR lsig':>9} {'wall s':>7}"
+        f"{'%glob':>6}{'%loc':>6}{'%stuck':>7}{'%div':>6} "
+        f"{'SNR mu':>8}{'SNR lsig':>9} {'wall s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         k = "-" if r.num_samples == 0 else str(r.num_samples)
-        snr = ("inf-var".rjust(8), "inf-var".rjust(9)) if r.infinite_variance else (
-            _fmt(r.snr_loc, 8), _fmt(r.snr_log_scale, 9))
+        snr = (
+            ("inf-var".rjust(8), "inf-var".rjust(9))
+            if r.infinite_variance
+            else (_fmt(r.snr_loc, 8), _fmt(r.snr_log_scale, 9))
+        )
         lines.append(
             f"{r.divergence:<13}{r.estimator:<14}{k:>4} {_fmt(r.median)} "
             f"[{_fmt(r.q25, 8)},{_fmt(r.q75, 8)}] "
@@ -263,8 +351,11 @@ def run(args) -> list[Row]:
     out.mkdir(parents=True, exist_ok=True)
     header, optima = _header(p, q0)
     print(header, flush=True)
-    print(f"\nfits: {seeds} seeds x {steps} steps per (divergence, estimator, K); "
-          "SNR = |exact| / std of one estimate at q0 (exact: no noise)\n", flush=True)
+    print(
+        f"\nfits: {seeds} seeds x {steps} steps per (divergence, estimator, K); "
+        "SNR = |exact| / std of one estimate at q0 (exact: no noise)\n",
+        flush=True,
+    )
 
     key = jax.random.key(args.seed)
     rows, runs, stats_by = [], [], {}
@@ -272,18 +363,32 @@ def run(args) -> list[Row]:
         valid_ks = [k for k in ks if k >= min_samples(est)] if est != "exact" else [1]
         stats = None
         if est != "exact":
-            stats = dj.grad_stats(name, est, p, q0, valid_ks, grad_draws, jax.random.fold_in(key, 10_000 + i))
+            stats = dj.grad_stats(
+                name, est, p, q0, valid_ks, grad_draws, jax.random.fold_in(key, 10_000 + i)
+            )
             stats_by[(name, est)] = stats
         for j, k in enumerate(valid_ks):
             t = time.perf_counter()
-            res = sweep(p, q0, [(name, est)], num_samples=(k,), num_seeds=seeds, num_steps=steps,
-                        optimizers={"sgd": optimizer}, key=jax.random.fold_in(key, i),
-                        optima=optima, progress=None)
+            res = sweep(
+                p,
+                q0,
+                [(name, est)],
+                num_samples=(k,),
+                num_seeds=seeds,
+                num_steps=steps,
+                optimizers={"sgd": optimizer},
+                key=jax.random.fold_in(key, i),
+                optima=optima,
+                progress=None,
+            )
             wall = time.perf_counter() - t
             row = _row(res.runs[0], stats, j, res.compile_s, wall)
             rows.append(row)
             runs.append(res.runs[0])
-            print(format_table([row]).splitlines()[-1] if rows[1:] else format_table([row]), flush=True)
+            print(
+                format_table([row]).splitlines()[-1] if rows[1:] else format_table([row]),
+                flush=True,
+            )
     _write_tables(out, rows)
     if not args.no_figures:
         paths = _figures(out, p, q0, runs, stats_by, key, optima)

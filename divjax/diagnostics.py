@@ -183,6 +183,7 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in,
 
     exact, scale, div_inf, inf_var = estimand
     if param != "mu_log_sigma":  # every draw into theta's coordinates, before any statistic
+
         def to_theta(grad):
             return Gaussian._make(tuple(grad_in(param, grad, q)))
 

@@ -308,4 +308,3 @@ __all__ = [
     "neg_entropy",
     "check_divergence",
 ]
-

@@ -89,7 +89,13 @@ from divjax.targets import GaussianMixture
 ESTIMATORS: dict[str, tuple[str, ...]] = {
     "kl_forward": ("exact", "snis", "snis_dreg", "msc", "msc_rb"),
     "kl_reverse": (
-        "exact", "reinforce", "reinforce_loo", "reparam", "stl", "reinforce_cv", "iwae",
+        "exact",
+        "reinforce",
+        "reinforce_loo",
+        "reparam",
+        "stl",
+        "reinforce_cv",
+        "iwae",
         "iwae_dreg",
     ),
     "chi2_forward": ("exact", "snis2"),

@@ -288,8 +288,14 @@ class Explorer:
         """One call of `advance`; keeps the new state, returns the frame on the host."""
         hyper = np.array([self.learning_rate, self.momentum], np.float32)
         out = advance(
-            self.target, self.state, hyper, np.int32(num_steps), self.x,
-            name=self.name, estimator=self.estimator, panel_estimator=self.mc_estimator,
+            self.target,
+            self.state,
+            hyper,
+            np.int32(num_steps),
+            self.x,
+            name=self.name,
+            estimator=self.estimator,
+            panel_estimator=self.mc_estimator,
             num_samples=self.num_samples,
         )
         self.state = out.state
@@ -570,21 +576,40 @@ class Explorer:
         ax.legend(
             handles=[self.line_p, self.line_q, *proxies],
             labels=[r"target $p(z)$", r"fitted $q_\phi$", "$q^*$ global", "$q^*$ local"],
-            fontsize=8, loc="upper left", frameon=False,
+            fontsize=8,
+            loc="upper left",
+            frameon=False,
         )
-        self.text_values = ax.text(0.99, 0.97, "", transform=ax.transAxes, ha="right", va="top",
-                                   fontsize=9, family="monospace")
+        self.text_values = ax.text(
+            0.99,
+            0.97,
+            "",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=9,
+            family="monospace",
+        )
         self.line_w = w.lines[0]
         self.stems = w.add_collection(LineCollection([], color=plot.TARGET, lw=0.8, alpha=0.6))
         self.dots = w.scatter([], [], s=14, color=plot.TARGET, zorder=3)
-        self.text_ess = w.text(1.0, 1.03, "", transform=w.transAxes, ha="right", va="bottom",
-                               fontsize=9.5)
+        self.text_ess = w.text(
+            1.0, 1.03, "", transform=w.transAxes, ha="right", va="bottom", fontsize=9.5
+        )
         self.rug_lines = r.add_collection(LineCollection([], lw=1.5))
-        r.set_title("rug: blue = positive gradient contribution, red = negative "
-                    "(rows: d/dμ, d/dlog σ)", fontsize=9)
-        r.legend(handles=[Line2D([], [], color=plot.POSITIVE), Line2D([], [], color=plot.NEGATIVE)],
-                 labels=["positive", "negative"], fontsize=7, loc="upper right", frameon=False,
-                 ncols=2, borderaxespad=0.1)
+        r.set_title(
+            "rug: blue = positive gradient contribution, red = negative (rows: d/dμ, d/dlog σ)",
+            fontsize=9,
+        )
+        r.legend(
+            handles=[Line2D([], [], color=plot.POSITIVE), Line2D([], [], color=plot.NEGATIVE)],
+            labels=["positive", "negative"],
+            fontsize=7,
+            loc="upper right",
+            frameon=False,
+            ncols=2,
+            borderaxespad=0.1,
+        )
         for a in (ax, w):
             a.tick_params(labelbottom=False)
             a.set_xlabel("")
@@ -592,30 +617,47 @@ class Explorer:
     def _label_panels(self) -> None:
         """Titles and labels that depend on the divergence."""
         direction = self.name.split("_")[1]
-        self.ax_fit.set_title(f"minimize {plot.LABELS[self.name]} ({_SEEKING[direction]})",
-                              fontsize=10)
+        self.ax_fit.set_title(
+            f"minimize {plot.LABELS[self.name]} ({_SEEKING[direction]})", fontsize=10
+        )
         w2 = self.name == "chi2_forward"
         symbol = r"$w^2 = (\tilde p/q_\phi)^2$" if w2 else r"$w = \tilde p/q_\phi$"
         self.ax_w.set_ylabel(symbol)
         self.ax_w.set_title("")  # `plot.weights_panel`'s title; the ESS is live in `text_ess`
         self.ax_w.set_title("importance weights of one Monte Carlo draw", fontsize=9.5, loc="left")
-        self.ax_w.legend(handles=[self.line_w], labels=[symbol], fontsize=8, loc="upper left",
-                         frameon=False)
+        self.ax_w.legend(
+            handles=[self.line_w], labels=[symbol], fontsize=8, loc="upper left", frameon=False
+        )
         self._needs_full = True
 
     @property
     def _curves(self) -> list:
         """The artists that change every frame (blitted over a cached background)."""
         return [
-            self.fill_p, self.line_p, self.line_q, *self._opt_lines, self.handles_p,
-            self.handles_q, self.handle_w, self.line_w, self.stems, self.dots, self.rug_lines,
+            self.fill_p,
+            self.line_p,
+            self.line_q,
+            *self._opt_lines,
+            self.handles_p,
+            self.handles_q,
+            self.handle_w,
+            self.line_w,
+            self.stems,
+            self.dots,
+            self.rug_lines,
         ]
 
     @property
     def _texts(self) -> list:
         """The texts that change (redrawn every `TEXT_INTERVAL_S`, or at once on a change)."""
-        return [self.text_values, self.text_ess, self.text_status, self.text_speed,
-                self.text_phi, self.text_reason]
+        return [
+            self.text_values,
+            self.text_ess,
+            self.text_status,
+            self.text_speed,
+            self.text_phi,
+            self.text_reason,
+        ]
 
     def _build_controls(self) -> None:
         fig = self.fig
@@ -632,14 +674,27 @@ class Explorer:
             return widget
 
         kind, direction = self.name.split("_")
-        self.radio_kind = radio((0.70, 0.80, 0.12, 0.10), "divergence", list(KINDS),
-                                list(KINDS.values()).index(kind),
-                                lambda lab: self.set_divergence(kind=KINDS[lab]))
-        self.radio_dir = radio((0.85, 0.80, 0.12, 0.10), "direction", list(DIRECTIONS),
-                               DIRECTIONS.index(direction),
-                               lambda lab: self.set_divergence(direction=lab))
-        self.radio_grad = radio((0.70, 0.64, 0.12, 0.10), "gradient", ["exact", "Monte Carlo"],
-                                0 if self.exact else 1, lambda lab: self.set_exact(lab == "exact"))
+        self.radio_kind = radio(
+            (0.70, 0.80, 0.12, 0.10),
+            "divergence",
+            list(KINDS),
+            list(KINDS.values()).index(kind),
+            lambda lab: self.set_divergence(kind=KINDS[lab]),
+        )
+        self.radio_dir = radio(
+            (0.85, 0.80, 0.12, 0.10),
+            "direction",
+            list(DIRECTIONS),
+            DIRECTIONS.index(direction),
+            lambda lab: self.set_divergence(direction=lab),
+        )
+        self.radio_grad = radio(
+            (0.70, 0.64, 0.12, 0.10),
+            "gradient",
+            ["exact", "Monte Carlo"],
+            0 if self.exact else 1,
+            lambda lab: self.set_exact(lab == "exact"),
+        )
         self.ax_est = fig.add_axes((0.85, 0.60, 0.12, 0.14))
         self.radio_est = None
         self._build_estimator_radio()
@@ -649,12 +704,22 @@ class Explorer:
             widget.on_changed(fn)
             return widget
 
-        self.slider_k = slider(0.53, "K", 1, 256, self.num_samples, self.set_num_samples,
-                               valstep=list(K_CHOICES), valfmt="%d")
-        self.slider_lr = slider(0.48, "step size", -0.1, 0.5, self.learning_rate,
-                                self.set_learning_rate, valfmt="%.3f")
-        self.slider_mom = slider(0.43, "momentum", 0.0, 0.99, self.momentum, self.set_momentum,
-                                 valfmt="%.2f")
+        self.slider_k = slider(
+            0.53,
+            "K",
+            1,
+            256,
+            self.num_samples,
+            self.set_num_samples,
+            valstep=list(K_CHOICES),
+            valfmt="%d",
+        )
+        self.slider_lr = slider(
+            0.48, "step size", -0.1, 0.5, self.learning_rate, self.set_learning_rate, valfmt="%.3f"
+        )
+        self.slider_mom = slider(
+            0.43, "momentum", 0.0, 0.99, self.momentum, self.set_momentum, valfmt="%.2f"
+        )
         self.box_seed = TextBox(fig.add_axes((0.76, 0.37, 0.08, 0.035)), "seed ", str(self.seed))
         self.box_seed.on_submit(self._on_seed)
 
@@ -782,11 +847,15 @@ class Explorer:
             self._texts_dirty = True
         self.text_status.set_text(self.status)
         self.text_status.set_color(_STATUS_COLORS.get(self.status.split()[0], "k"))
-        self.text_speed.set_text(f"{self.steps_per_s:8,.0f} steps/s  {self.frames_per_s:5.1f} "
-                                 f"frames/s  step {int(out.state.step)}")
+        self.text_speed.set_text(
+            f"{self.steps_per_s:8,.0f} steps/s  {self.frames_per_s:5.1f} "
+            f"frames/s  step {int(out.state.step)}"
+        )
         est = "exact gradient" if self.exact else f"{self.mc_estimator}, K = {self.num_samples}"
-        self.text_phi.set_text(f"q: mean {loc:.3f}, variance {scale**2:.3f}   |   {est}   |   "
-                               f"step size {self.learning_rate:.3g}, momentum {self.momentum:.2f}")
+        self.text_phi.set_text(
+            f"q: mean {loc:.3f}, variance {scale**2:.3f}   |   {est}   |   "
+            f"step size {self.learning_rate:.3g}, momentum {self.momentum:.2f}"
+        )
 
     def _draw_weights(self, out) -> None:
         aux, w2 = out.aux, self.name == "chi2_forward"
@@ -806,12 +875,17 @@ class Explorer:
         self.line_w.set_data(self.x, np.exp(log_w_curve))
         xs = aux.samples.astype(np.float64)
         ws = np.clip(np.exp(log_w), y0, y1)
-        self.stems.set_segments(np.stack([np.column_stack([xs, np.full_like(xs, y0)]),
-                                          np.column_stack([xs, ws])], axis=1))
+        self.stems.set_segments(
+            np.stack(
+                [np.column_stack([xs, np.full_like(xs, y0)]), np.column_stack([xs, ws])], axis=1
+            )
+        )
         self.dots.set_offsets(np.column_stack([xs, ws]))
         ess = float(aux.ess_sq if w2 else aux.ess)
-        self.text_ess.set_text(f"{self.mc_estimator}, K = {self.num_samples}: "
-                               f"ESS{' of w²' if w2 else ''} = {ess:.2f} / {self.num_samples}")
+        self.text_ess.set_text(
+            f"{self.mc_estimator}, K = {self.num_samples}: "
+            f"ESS{' of w²' if w2 else ''} = {ess:.2f} / {self.num_samples}"
+        )
 
     def _draw_rug(self, aux) -> None:
         xs = aux.samples.astype(np.float64)
@@ -836,8 +910,11 @@ class Explorer:
     def _pick(self, event):
         """The handle under the mouse: ``("q_loc",)``, ``("q_width",)``, ``("mode", k)`` or None."""
         best, best_d = None, _HANDLE_PX
-        for tag, artist in (("q_loc", self.handles_q), ("q_width", self.handle_w),
-                            ("mode", self.handles_p)):
+        for tag, artist in (
+            ("q_loc", self.handles_q),
+            ("q_width", self.handle_w),
+            ("mode", self.handles_p),
+        ):
             xy = np.column_stack(artist.get_data())
             if not len(xy):
                 continue
@@ -861,8 +938,11 @@ class Explorer:
         if hit is None:
             return
         alt = event.button == 3 or "shift" in (event.key or "")
-        kind = {"q_loc": "q_width" if alt else "q_loc", "q_width": "q_width",
-                "mode": "mode_scale" if alt else "mode"}[hit[0]]
+        kind = {
+            "q_loc": "q_width" if alt else "q_loc",
+            "q_width": "q_width",
+            "mode": "mode_scale" if alt else "mode",
+        }[hit[0]]
         w, m, s = (np.asarray(a, np.float64) for a in self.target)
         q = self.q
         self._drag = (kind, hit[1], (x, y, w, m, s, float(q.loc), float(q.scale)))
@@ -914,8 +994,14 @@ _PLAIN = {
 }
 
 _SEEKING = {"forward": "mean-seeking", "reverse": "mode-seeking"}
-_STATUS_COLORS = {"running": "#1B9E77", "converged": "#1B9E77", "diverged": "#D95F02",
-                  "stuck": "#B8860B", "settled": "#555555", "paused": "#555555"}
+_STATUS_COLORS = {
+    "running": "#1B9E77",
+    "converged": "#1B9E77",
+    "diverged": "#D95F02",
+    "stuck": "#B8860B",
+    "settled": "#555555",
+    "paused": "#555555",
+}
 
 _HELP = (
     "mouse, on the top panel:\n"
@@ -985,9 +1071,14 @@ def run_cli(args) -> int:
         if len(args.q0) != 2:
             raise ValueError("--q0 takes two numbers: mean,variance")
         ex = explore(
-            target, Gaussian.from_loc_variance(*args.q0), divergence=args.divergence,
-            estimator=args.estimator, num_samples=args.num_samples,
-            learning_rate=args.learning_rate, momentum=args.momentum, seed=args.seed,
+            target,
+            Gaussian.from_loc_variance(*args.q0),
+            divergence=args.divergence,
+            estimator=args.estimator,
+            num_samples=args.num_samples,
+            learning_rate=args.learning_rate,
+            momentum=args.momentum,
+            seed=args.seed,
             steps_per_frame=args.steps_per_frame,
         )
     except ValueError as err:

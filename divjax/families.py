@@ -89,7 +89,9 @@ class Gaussian(_GaussianParams):
 
 # Rebuilding a pytree (jit outputs, tree_map, gradients, which may be inf or
 # negative) must not re-run the validation meant for user input.
-jax.tree_util.register_pytree_node(Gaussian, lambda g: (tuple(g), None), lambda _, c: Gaussian._make(c))
+jax.tree_util.register_pytree_node(
+    Gaussian, lambda g: (tuple(g), None), lambda _, c: Gaussian._make(c)
+)
 
 
 def default_q0() -> Gaussian:

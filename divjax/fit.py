@@ -225,9 +225,7 @@ def make_step(
         keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda a, b: jnp.where(take, a, b), new, old
         )
-        average = jax.tree_util.tree_map(
-            lambda m, x: m + average_rate * (x - m), state.average, q
-        )
+        average = jax.tree_util.tree_map(lambda m, x: m + average_rate * (x - m), state.average, q)
         new_state = FitState(
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),

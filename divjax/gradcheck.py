@@ -80,7 +80,9 @@ def check_grad(
     values = jax.vmap(lambda q: divergence(name, p, q))(qs)
     finite = np.asarray(jnp.isfinite(values))
     if not finite.any():
-        raise ValueError(f"check_grad: {name} is infinite at every q given; pass qs= where it is finite")
+        raise ValueError(
+            f"check_grad: {name} is infinite at every q given; pass qs= where it is finite"
+        )
     qs = jax.tree_util.tree_map(lambda a: a[finite], qs)
     user = jax.vmap(lambda q: grad_fn(p, q))(qs)
     ref = jax.vmap(lambda q: autodiff_grad(name, p, q))(qs)

@@ -104,10 +104,9 @@ def _chi2_forward_log1p(p: MvGaussianMixture, q):
     s_sum = ai + aj
     cmat = ai @ jnp.linalg.solve(s_sum, aj)
     cmat = 0.5 * (cmat + jnp.swapaxes(cmat, -1, -2))
-    centre = (
-        jnp.einsum("...ij,...j->...i", aj, jnp.linalg.solve(s_sum, mi[..., None])[..., 0])
-        + jnp.einsum("...ij,...j->...i", ai, jnp.linalg.solve(s_sum, mj[..., None])[..., 0])
-    )
+    centre = jnp.einsum(
+        "...ij,...j->...i", aj, jnp.linalg.solve(s_sum, mi[..., None])[..., 0]
+    ) + jnp.einsum("...ij,...j->...i", ai, jnp.linalg.solve(s_sum, mj[..., None])[..., 0])
     dm = mi - mj
     log_n = -0.5 * (jnp.linalg.slogdet(s_sum)[1] + p.dim * _LOG_2PI) - 0.5 * jnp.sum(
         dm * jnp.linalg.solve(s_sum, dm[..., None])[..., 0], -1
@@ -239,7 +238,8 @@ def _exact_spec(name, target):
     def spec(q, key, x, log_w, log_p):
         g = jax.lax.stop_gradient(mv_exact_grad(name, target, q))
         value = jax.lax.stop_gradient(
-            cross_entropy(target, q) if name == "kl_forward" and target.dim > 2
+            cross_entropy(target, q)
+            if name == "kl_forward" and target.dim > 2
             else mv_divergence(name, target, q)
         )
         inf = jnp.isinf(value)

@@ -167,8 +167,9 @@ class DiagGaussian(_DiagParams):
             loc = jnp.atleast_1d(_checks.as_float_array(loc, "loc"))
             log_scale = jnp.atleast_1d(_checks.as_float_array(log_scale, "log_scale"))
             if loc.ndim != 1 or loc.shape != log_scale.shape:
-                raise ValueError(f"loc and log_scale must both be (d,), got {loc.shape}, "
-                                 f"{log_scale.shape}")
+                raise ValueError(
+                    f"loc and log_scale must both be (d,), got {loc.shape}, {log_scale.shape}"
+                )
             _checks.check_finite(loc, "loc")
             _checks.check_finite(log_scale, "log_scale")
         return super().__new__(cls, loc, log_scale)
@@ -296,7 +297,9 @@ class MixtureGaussian(_MixParams):
 
     def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
         key_c, key_n = jax.random.split(key)
-        comp = jax.random.categorical(key_c, jax.lax.stop_gradient(self.logits), shape=(num_samples,))
+        comp = jax.random.categorical(
+            key_c, jax.lax.stop_gradient(self.logits), shape=(num_samples,)
+        )
         eps = jax.random.normal(key_n, (num_samples, self.dim), dtype=jnp.result_type(self.locs))
         return self.locs[comp] + jnp.exp(self.log_scales[comp]) * eps
 

@@ -154,7 +154,8 @@ def sweep(
         if int(k) < 1:
             raise ValueError(f"num_samples must be >= 1, got {k}")
     configs = [
-        c for c in _configs(fits, num_samples, optimizers)
+        c
+        for c in _configs(fits, num_samples, optimizers)
         if c.estimator == "exact" or c.num_samples >= min_samples(c.estimator)
     ]
     param = get_parameterization(parameterization)

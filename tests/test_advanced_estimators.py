@@ -68,7 +68,12 @@ def test_new_estimators_are_registered_with_their_minimum_k():
     for name, est in NEW:
         assert est in ESTIMATORS[name]
     assert {e: min_samples(e) for _, e in NEW} == {
-        "snis_dreg": 1, "msc": 2, "msc_rb": 2, "reinforce_cv": 2, "iwae": 1, "iwae_dreg": 1,
+        "snis_dreg": 1,
+        "msc": 2,
+        "msc_rb": 2,
+        "reinforce_cv": 2,
+        "iwae": 1,
+        "iwae_dreg": 1,
         "score_cv": 2,
     }
     for name, est in NEW:
@@ -110,8 +115,10 @@ def test_k1_identities_iwae_is_reparam_and_iwae_dreg_is_stl():
 
     @jax.jit
     def grads():
-        return {e: jax.grad(surrogate("kl_reverse", e, p, 1), has_aux=True)(q, KEY)[0]
-                for e in ("iwae", "reparam", "iwae_dreg", "stl")}
+        return {
+            e: jax.grad(surrogate("kl_reverse", e, p, 1), has_aux=True)(q, KEY)[0]
+            for e in ("iwae", "reparam", "iwae_dreg", "stl")
+        }
 
     g = grads()
     np.testing.assert_allclose(_vec(g["iwae"]), _vec(g["reparam"]), rtol=1e-6)
@@ -121,8 +128,9 @@ def test_k1_identities_iwae_is_reparam_and_iwae_dreg_is_stl():
 def test_reinforce_cv_at_k2_is_rloo(x64):
     """With one other sample the leave-one-out coefficient is that sample's reward."""
     p, q = dj.default_target(), dj.default_q0()
-    cv, rloo = _paired_draws([("kl_reverse", "reinforce_cv"), ("kl_reverse", "reinforce_loo")],
-                             p, q, 2, 16)
+    cv, rloo = _paired_draws(
+        [("kl_reverse", "reinforce_cv"), ("kl_reverse", "reinforce_loo")], p, q, 2, 16
+    )
     np.testing.assert_allclose(cv, rloo, rtol=1e-9)
 
 
@@ -193,15 +201,19 @@ def test_dreg_mean_equals_plain_mean(plain, dreg, q, k):
 
 MSC_CASES = [
     (dj.default_target, dj.default_q0()),
-    (lambda: dj.GaussianMixture([2.0, 1.0, 3.0], [-1.0, 0.5, 2.0], [0.7, 1.0, 0.5]),
-     dj.Gaussian.from_loc_scale(0.5, 1.5)),
+    (
+        lambda: dj.GaussianMixture([2.0, 1.0, 3.0], [-1.0, 0.5, 2.0], [0.7, 1.0, 0.5]),
+        dj.Gaussian.from_loc_scale(0.5, 1.5),
+    ),
 ]
 
 
 @jax.jit
 def _msc_stats(p, q):
-    return {e: grad_stats("kl_forward", e, p, q, (2, 8), 4_000, KEY, burn_in=60)
-            for e in ("msc", "msc_rb", "snis")}
+    return {
+        e: grad_stats("kl_forward", e, p, q, (2, 8), 4_000, KEY, burn_in=60)
+        for e in ("msc", "msc_rb", "snis")
+    }
 
 
 @pytest.mark.parametrize("target, q", MSC_CASES, ids=["default-q0", "three-modes"])
@@ -237,8 +249,16 @@ def fixed_point_sweep():
     p = dj.GaussianMixture([0.5, 0.5], [-1.0, 1.5], [1.0, 0.8])
     q_star = dj.Gaussian.from_loc_variance(p.mean(), p.variance())
     opt = optax.sgd(optax.polynomial_schedule(0.01, 0.0005, 1.0, 2000))
-    res = sweep(p, q_star, [("kl_forward", "snis"), ("kl_forward", "msc")], num_samples=(2, 16),
-                num_seeds=64, num_steps=2000, optimizers={"sgd": opt}, key=jax.random.key(7))
+    res = sweep(
+        p,
+        q_star,
+        [("kl_forward", "snis"), ("kl_forward", "msc")],
+        num_samples=(2, 16),
+        num_seeds=64,
+        num_steps=2000,
+        optimizers={"sgd": opt},
+        key=jax.random.key(7),
+    )
     return q_star, {(r.config.estimator, r.config.num_samples): r for r in res.runs}
 
 
@@ -270,8 +290,9 @@ def test_snis_fit_is_k_biased(fixed_point_sweep):
 
 def test_fit_carries_msc_state_and_is_deterministic():
     p, q0 = dj.default_target(), dj.default_q0()
-    kw = dict(num_samples=8, num_steps=200, key=jax.random.key(3), learning_rate=0.01,
-              trace_value=False)
+    kw = dict(
+        num_samples=8, num_steps=200, key=jax.random.key(3), learning_rate=0.01, trace_value=False
+    )
     a = dj.fit(p, q0, "kl_forward", "msc", **kw)
     b = dj.fit(p, q0, "kl_forward", "msc", **kw)
     np.testing.assert_array_equal(a.trace.q.loc, b.trace.q.loc)
@@ -280,12 +301,14 @@ def test_fit_carries_msc_state_and_is_deterministic():
 
 def test_sweep_matches_fit_for_msc():
     p, q0, key = dj.default_target(), dj.default_q0(), jax.random.key(5)
-    res = sweep(p, q0, [("kl_forward", "msc")], num_samples=(1, 4), num_seeds=3, num_steps=50,
-                key=key)
+    res = sweep(
+        p, q0, [("kl_forward", "msc")], num_samples=(1, 4), num_seeds=3, num_steps=50, key=key
+    )
     assert [r.config.num_samples for r in res.runs] == [4]  # K = 1 skipped: MSC needs 2
     seed_key = jax.random.fold_in(jax.random.split(key, 3)[1], 0)
-    single = dj.fit(p, q0, "kl_forward", "msc", num_samples=4, num_steps=50, key=seed_key,
-                    trace_value=False)
+    single = dj.fit(
+        p, q0, "kl_forward", "msc", num_samples=4, num_steps=50, key=seed_key, trace_value=False
+    )
     np.testing.assert_allclose(res.runs[0].q.loc[1], single.q.loc, rtol=1e-5, atol=1e-5)
 
 
@@ -315,14 +338,14 @@ def test_make_step_still_accepts_a_plain_loss_fn():
     a, b = plain(s0)[0], wrapped(s0)[0]
     for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
         np.testing.assert_array_equal(x, y)
-    assert a.est_state == () and isinstance(stateful_surrogate("kl_reverse", "reparam", p, 4),
-                                            Stateful)
+    assert a.est_state == () and isinstance(
+        stateful_surrogate("kl_reverse", "reparam", p, 4), Stateful
+    )
 
 
 def test_grad_stats_rejects_a_bad_burn_in():
     with pytest.raises(ValueError, match="burn_in"):
-        grad_stats("kl_forward", "msc", dj.default_target(), dj.default_q0(), 4, 8, KEY,
-                   burn_in=-1)
+        grad_stats("kl_forward", "msc", dj.default_target(), dj.default_q0(), 4, 8, KEY, burn_in=-1)
     check_estimator("kl_forward", "msc", dj.default_target(), 2)
 
 
@@ -333,8 +356,12 @@ def test_grad_stats_rejects_a_bad_burn_in():
     "plain, cv, q, k",
     [
         (("kl_reverse", "reinforce"), ("kl_reverse", "reinforce_cv"), dj.default_q0(), 256),
-        (("chi2_reverse", "score"), ("chi2_reverse", "score_cv"),
-         dj.Gaussian.from_loc_scale(2.5, 1.0), 16),
+        (
+            ("chi2_reverse", "score"),
+            ("chi2_reverse", "score_cv"),
+            dj.Gaussian.from_loc_scale(2.5, 1.0),
+            16,
+        ),
     ],
     ids=["reinforce-q0-K256", "score-K16"],
 )

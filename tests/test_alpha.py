@@ -53,14 +53,19 @@ def _ref(kind, alpha, loc, scale):
             )
 
     if kind == "jensen_shannon":
+
         def f(x):
             a, b = lp(x), lq(x)
             mm = np.logaddexp(a, b) - np.log(2)
             return 0.5 * (np.exp(a) * (a - mm) + np.exp(b) * (b - mm))
 
         return integral(f)
-    a = {"renyi_reverse": alpha, "renyi_forward": 1 - (alpha or 0), "amari": 1 - (alpha or 0),
-         "hellinger": 0.5}[kind]
+    a = {
+        "renyi_reverse": alpha,
+        "renyi_forward": 1 - (alpha or 0),
+        "amari": 1 - (alpha or 0),
+        "hellinger": 0.5,
+    }[kind]
     i = integral(lambda x: np.exp(a * lq(x) + (1 - a) * lp(x)), a)
     if kind.startswith("renyi"):
         return np.log(i) / (alpha - 1)
@@ -70,10 +75,16 @@ def _ref(kind, alpha, loc, scale):
 
 
 CASES = [
-    ("renyi_reverse", 0.5), ("renyi_reverse", 1.5), ("renyi_reverse", 3.0),
-    ("renyi_forward", 0.5), ("renyi_forward", 2.5),
-    ("amari", -0.5), ("amari", 0.3), ("amari", 1.7),
-    ("hellinger", None), ("jensen_shannon", None),
+    ("renyi_reverse", 0.5),
+    ("renyi_reverse", 1.5),
+    ("renyi_reverse", 3.0),
+    ("renyi_forward", 0.5),
+    ("renyi_forward", 2.5),
+    ("amari", -0.5),
+    ("amari", 0.3),
+    ("amari", 1.7),
+    ("hellinger", None),
+    ("jensen_shannon", None),
 ]
 QS = [(1.0, 1.2), (-2.0, 0.6), (6.0, 0.9)]
 
@@ -102,36 +113,39 @@ def test_limits_match_kl_and_chi2(x64):
         np.testing.assert_allclose(_value("renyi_reverse", a1, p, q), kl_r, rtol=1e-5)
         np.testing.assert_allclose(_value("renyi_forward", a1, p, q), kl_f, rtol=1e-5)
         np.testing.assert_allclose(_value("amari", a1, p, q), kl_f, rtol=1e-5)
-        np.testing.assert_allclose(_value("amari", abs(sign) * eps, p, q), kl_r,
-                                   rtol=1e-5)
-    np.testing.assert_allclose(_value("renyi_reverse", 2.0, p, q), np.log1p(c_r),
-                               rtol=1e-10)
-    np.testing.assert_allclose(_value("renyi_forward", 2.0, p, q), np.log1p(c_f),
-                               rtol=1e-10)
+        np.testing.assert_allclose(_value("amari", abs(sign) * eps, p, q), kl_r, rtol=1e-5)
+    np.testing.assert_allclose(_value("renyi_reverse", 2.0, p, q), np.log1p(c_r), rtol=1e-10)
+    np.testing.assert_allclose(_value("renyi_forward", 2.0, p, q), np.log1p(c_f), rtol=1e-10)
     np.testing.assert_allclose(_value("amari", 2.0, p, q), c_f / 2, rtol=1e-10)
     np.testing.assert_allclose(_value("amari", -1.0, p, q), c_r / 2, rtol=1e-10)
-    np.testing.assert_allclose(_value("hellinger", None, p, q),
-                               _value("amari", 0.5, p, q) / 4, rtol=1e-12)
+    np.testing.assert_allclose(
+        _value("hellinger", None, p, q), _value("amari", 0.5, p, q) / 4, rtol=1e-12
+    )
     # The exact orders dispatch to the KLs.
     assert float(_value("renyi_reverse", 1, p, q)) == kl_r
     assert float(_value("amari", 0, p, q)) == kl_r
     # Gradients at alpha = 2 are chi-square gradients rescaled.
     g = _grad("amari", 2.0, p, q)
     g_ref = dj.autodiff_grad("chi2_forward", p, q)
-    np.testing.assert_allclose([g.loc, g.log_scale], [g_ref.loc / 2, g_ref.log_scale / 2],
-                               rtol=1e-8)
+    np.testing.assert_allclose(
+        [g.loc, g.log_scale], [g_ref.loc / 2, g_ref.log_scale / 2], rtol=1e-8
+    )
 
 
 @pytest.mark.parametrize(
     "kind,alpha,scale,infinite",
     [
         # a = alpha > 1: infinite iff sigma^2 >= a s^2 / (a - 1) = 1.5 (s = 1).
-        ("renyi_reverse", 3.0, 1.2, False), ("renyi_reverse", 3.0, 1.25, True),
+        ("renyi_reverse", 3.0, 1.2, False),
+        ("renyi_reverse", 3.0, 1.25, True),
         # renyi_forward alpha = 3 -> a = -2: infinite iff sigma^2 <= 2/3.
-        ("renyi_forward", 3.0, 0.85, False), ("renyi_forward", 3.0, 0.81, True),
+        ("renyi_forward", 3.0, 0.85, False),
+        ("renyi_forward", 3.0, 0.81, True),
         # amari alpha = -1 -> a = 2: chi2_reverse's sigma^2 >= 2.
-        ("amari", -1.0, 1.41, False), ("amari", -1.0, 1.42, True),
-        ("renyi_reverse", 0.5, 30.0, False), ("hellinger", None, 0.01, False),
+        ("amari", -1.0, 1.41, False),
+        ("amari", -1.0, 1.42, True),
+        ("renyi_reverse", 0.5, 30.0, False),
+        ("hellinger", None, 0.01, False),
     ],
 )
 def test_infinite_regions(x64, kind, alpha, scale, infinite):
@@ -166,15 +180,24 @@ def test_grad_vs_finite_differences(x64, kind, alpha):
 # --- Monte Carlo estimators: |mean - exact| < 5 SE -----------------------------
 
 EST_CASES = [
-    ("renyi_reverse", 0.5, "sn"), ("renyi_reverse", 0.5, "reparam"),
-    ("renyi_reverse", 1.0, "sn"), ("renyi_reverse", 2.0, "reparam"),
-    ("renyi_forward", 0.5, "sn"), ("renyi_forward", 2.0, "sn"),
+    ("renyi_reverse", 0.5, "sn"),
+    ("renyi_reverse", 0.5, "reparam"),
+    ("renyi_reverse", 1.0, "sn"),
+    ("renyi_reverse", 2.0, "reparam"),
+    ("renyi_forward", 0.5, "sn"),
+    ("renyi_forward", 2.0, "sn"),
     ("renyi_forward", 0.5, "reparam"),
-    ("amari", 0.5, "score"), ("amari", 0.0, "score"), ("amari", 0.5, "reparam"),
+    ("amari", 0.5, "score"),
+    ("amari", 0.0, "score"),
+    ("amari", 0.5, "reparam"),
     ("amari", 1.5, "score"),
-    ("hellinger", None, "score"), ("hellinger", None, "reparam"),
-    ("jensen_shannon", None, "score"), ("jensen_shannon", None, "reparam"),
+    ("hellinger", None, "score"),
+    ("hellinger", None, "reparam"),
+    ("jensen_shannon", None, "score"),
+    ("jensen_shannon", None, "reparam"),
 ]
+
+
 # Unbiased estimators: many small batches. Consistent ones (Renyi, bias O(1/K)):
 # fewer, larger batches, so that the bias is well under the 5 SE tolerance.
 def _reps_k(kind):
@@ -209,9 +232,18 @@ def test_estimator_limits_coincide_with_existing(x64):
     """alpha = 2 renyi_forward sn is snis2; alpha = 1 renyi_reverse reparam is reparam."""
     p, q = _p(), dj.Gaussian.from_loc_scale(1.5, 1.3)
     pairs = [
-        (A.alpha_surrogate("renyi_forward", 2.0, "sn", p, 32), dj.surrogate("chi2_forward", "snis2", p, 32)),
-        (A.alpha_surrogate("renyi_reverse", 1.0, "reparam", p, 32), dj.surrogate("kl_reverse", "reparam", p, 32)),
-        (A.alpha_surrogate("renyi_forward", 1.0, "sn", p, 32), dj.surrogate("kl_forward", "snis", p, 32)),
+        (
+            A.alpha_surrogate("renyi_forward", 2.0, "sn", p, 32),
+            dj.surrogate("chi2_forward", "snis2", p, 32),
+        ),
+        (
+            A.alpha_surrogate("renyi_reverse", 1.0, "reparam", p, 32),
+            dj.surrogate("kl_reverse", "reparam", p, 32),
+        ),
+        (
+            A.alpha_surrogate("renyi_forward", 1.0, "sn", p, 32),
+            dj.surrogate("kl_forward", "snis", p, 32),
+        ),
     ]
     for i, (mine, theirs) in enumerate(pairs):
         (l1, _), g1 = jax.jit(jax.value_and_grad(mine, has_aux=True))(q, KEY)

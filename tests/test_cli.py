@@ -8,10 +8,31 @@ from divjax import cli
 
 
 def test_compare_writes_tables(tmp_path, capsys):
-    rc = cli.main(["compare", "--weights", "1,1", "--locs=-3,3", "--scales", "1,1",
-                   "--divergences", "kl_reverse", "--estimators", "exact,reparam",
-                   "--num-samples", "4", "--seeds", "4", "--steps", "50", "--grad-draws", "64",
-                   "--no-figures", "--out", str(tmp_path)])
+    rc = cli.main(
+        [
+            "compare",
+            "--weights",
+            "1,1",
+            "--locs=-3,3",
+            "--scales",
+            "1,1",
+            "--divergences",
+            "kl_reverse",
+            "--estimators",
+            "exact,reparam",
+            "--num-samples",
+            "4",
+            "--seeds",
+            "4",
+            "--steps",
+            "50",
+            "--grad-draws",
+            "64",
+            "--no-figures",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     rows = json.loads((tmp_path / "table.json").read_text())
     assert [(r["estimator"], r["num_samples"]) for r in rows] == [("exact", 0), ("reparam", 4)]
@@ -23,8 +44,14 @@ def test_compare_writes_tables(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,match",
     [
-        (["compare", "--weights", "1,-1", "--locs", "0,1", "--scales", "1,1"], "weights must be positive"),
-        (["compare", "--weights", "1", "--locs", "0", "--scales", "1", "--divergences", "kl"], "valid choices"),
+        (
+            ["compare", "--weights", "1,-1", "--locs", "0,1", "--scales", "1,1"],
+            "weights must be positive",
+        ),
+        (
+            ["compare", "--weights", "1", "--locs", "0", "--scales", "1", "--divergences", "kl"],
+            "valid choices",
+        ),
         (["compare", "--weights", "a", "--locs", "0", "--scales", "1"], "comma-separated"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -42,7 +69,19 @@ def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit):
         cli.main(["compare", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--weights", "--locs", "--scales", "--divergences", "--estimators", "--num-samples",
-                 "--seeds", "--steps", "--learning-rate", "--momentum", "--optimizer", "--out",
-                 "--float64"):
+    for flag in (
+        "--weights",
+        "--locs",
+        "--scales",
+        "--divergences",
+        "--estimators",
+        "--num-samples",
+        "--seeds",
+        "--steps",
+        "--learning-rate",
+        "--momentum",
+        "--optimizer",
+        "--out",
+        "--float64",
+    ):
         assert flag in text

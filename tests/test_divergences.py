@@ -46,8 +46,12 @@ mixtures = st.integers(1, 4).flatmap(
 gaussians = st.tuples(st.floats(-40.0, 40.0), st.floats(0.05, 20.0))
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(mix=mixtures, qq=gaussians, name=st.sampled_from(dj.DIVERGENCES))
 def test_values_random_mixtures_vs_scipy(x64, mix, qq, name):
     """1-4 components, modes up to 30 apart, scales 0.05-10, q anywhere."""
@@ -60,8 +64,12 @@ def test_values_random_mixtures_vs_scipy(x64, mix, qq, name):
     _assert_close(value, ref, 1e-6)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(mix=mixtures, qq=gaussians, name=st.sampled_from(dj.DIVERGENCES))
 def test_exact_grad_matches_autodiff_random(x64, mix, qq, name):
     p = dj.GaussianMixture(*mix)
@@ -92,7 +100,13 @@ def test_exact_grad_vs_finite_differences(x64, name, loc, scale):
         e[i] = h
         plus = dj.divergence(name, p, dj.Gaussian(q.loc + e[0], q.log_scale + e[1]))
         minus = dj.divergence(name, p, dj.Gaussian(q.loc - e[0], q.log_scale - e[1]))
-        fd = float(plus - minus) / (2 * h)
+        if name.startswith("chi2"):
+            # chi^2 can be ~1e90 and far from linear over the step: difference
+            # log(1 + chi^2) instead (nearly linear) and rescale by 1 + chi^2.
+            one_plus = 1.0 + float(dj.divergence(name, p, q))
+            fd = float(jnp.log1p(plus) - jnp.log1p(minus)) / (2 * h) * one_plus
+        else:
+            fd = float(plus - minus) / (2 * h)
         assert abs(float(g[i]) - fd) <= 1e-6 * max(1.0, abs(fd)), (field, float(g[i]), fd)
 
 
@@ -127,7 +141,9 @@ def test_chi2_boundaries(x64, name, boundary_var, inside):
     assert np.isposinf(float(dj.divergence(name, p, at)))
     infinite_side = boundary_var * (0.99 if inside == "below" else 1.01)
     finite_side = boundary_var * (1.01 if inside == "below" else 0.99)
-    assert np.isposinf(float(dj.divergence(name, p, dj.Gaussian.from_loc_variance(1.0, infinite_side))))
+    assert np.isposinf(
+        float(dj.divergence(name, p, dj.Gaussian.from_loc_variance(1.0, infinite_side)))
+    )
     q = dj.Gaussian.from_loc_variance(1.0, finite_side)
     value = float(dj.divergence(name, p, q))
     assert np.isfinite(value)

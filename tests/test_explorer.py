@@ -224,8 +224,14 @@ def test_converged_and_stuck_status():
         ex.close()
     # Monte Carlo forward KL on one of two far-apart modes never sees the other one.
     p = dj.GaussianMixture([0.5, 0.5], [-8.0, 8.0], [0.5, 0.5])
-    ex = explorer.Explorer(p, dj.Gaussian.from_loc_scale(-8.0, 0.5), optima="sync",
-                           estimator="snis", learning_rate=0.01, momentum=0.0)
+    ex = explorer.Explorer(
+        p,
+        dj.Gaussian.from_loc_scale(-8.0, 0.5),
+        optima="sync",
+        estimator="snis",
+        learning_rate=0.01,
+        momentum=0.0,
+    )
     try:
         for _ in range(100):
             ex.frame()
@@ -248,8 +254,14 @@ def test_cli_help_works_without_a_display(monkeypatch, capsys):
     text = capsys.readouterr().out
     if "invalid choice" in text or "explore" not in text:
         pytest.skip("`divjax explore` is not wired into divjax/cli.py yet")
-    for flag in ("--divergence", "--estimator", "--num-samples", "--learning-rate", "--momentum",
-                 "--seed"):
+    for flag in (
+        "--divergence",
+        "--estimator",
+        "--num-samples",
+        "--learning-rate",
+        "--momentum",
+        "--seed",
+    ):
         assert flag in text
 
 
@@ -290,7 +302,9 @@ def test_real_window_under_xvfb(tmp_path):
     read, write = os.pipe()
     server = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write), "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
-        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write)
     try:
@@ -299,8 +313,13 @@ def test_real_window_under_xvfb(tmp_path):
         env = dict(os.environ, MPLBACKEND="TkAgg", DISPLAY=display)
         script = tmp_path / "smoke.py"
         script.write_text(textwrap.dedent(_SMOKE))
-        run = subprocess.run([sys.executable, str(script), str(tmp_path), display], env=env,
-                             capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [sys.executable, str(script), str(tmp_path), display],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
     finally:
         server.terminate()

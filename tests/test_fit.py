@@ -40,8 +40,14 @@ def test_reverse_kl_mode_locking_is_a_local_optimum(p, optima):
 
 
 def test_any_optax_optimizer(p, optima):
-    res = dj.fit(p, dj.default_q0(), "kl_forward", optimizer=optax.adam(0.05), num_steps=1500,
-                 optima=optima["kl_forward"])
+    res = dj.fit(
+        p,
+        dj.default_q0(),
+        "kl_forward",
+        optimizer=optax.adam(0.05),
+        num_steps=1500,
+        optima=optima["kl_forward"],
+    )
     assert int(res.status.optimum) == 0
 
 
@@ -54,8 +60,14 @@ def test_monte_carlo_fit_is_deterministic_given_key(p, optima):
 
 
 def test_negative_step_size_runs_away_and_is_reported(p, optima):
-    res = dj.fit(p, dj.default_q0(), "kl_forward", learning_rate=-0.02, num_steps=500,
-                 optima=optima["kl_forward"])
+    res = dj.fit(
+        p,
+        dj.default_q0(),
+        "kl_forward",
+        learning_rate=-0.02,
+        num_steps=500,
+        optima=optima["kl_forward"],
+    )
     at = int(res.status.diverged_at)
     assert 0 <= at < 500
     assert int(res.status.optimum) == UNKNOWN
@@ -66,15 +78,29 @@ def test_negative_step_size_runs_away_and_is_reported(p, optima):
 
 
 def test_too_large_step_diverges(p, optima):
-    res = dj.fit(p, dj.default_q0(), "kl_forward", learning_rate=5.0, num_steps=100,
-                 optima=optima["kl_forward"])
+    res = dj.fit(
+        p,
+        dj.default_q0(),
+        "kl_forward",
+        learning_rate=5.0,
+        num_steps=100,
+        optima=optima["kl_forward"],
+    )
     assert int(res.status.diverged_at) >= 0
     assert int(res.status.reason) in (NONFINITE_GRAD, SCALE_OUT_OF_RANGE)
 
 
 def test_k1_snis_collapses_and_is_caught(p, optima):
-    res = dj.fit(p, dj.default_q0(), "kl_forward", "snis", num_samples=1, num_steps=2000,
-                 key=jax.random.key(1), optima=optima["kl_forward"])
+    res = dj.fit(
+        p,
+        dj.default_q0(),
+        "kl_forward",
+        "snis",
+        num_samples=1,
+        num_steps=2000,
+        key=jax.random.key(1),
+        optima=optima["kl_forward"],
+    )
     assert int(res.status.diverged_at) >= 0
     assert np.isfinite(float(res.q.loc)) and np.isfinite(float(res.q.log_scale))
 
@@ -87,8 +113,15 @@ def test_infinite_chi2_start_diverges_at_step_0(p):
 
 
 def test_callable_target(p):
-    res = dj.fit(p.log_prob, dj.default_q0(), "kl_reverse", "reparam", num_samples=16,
-                 num_steps=400, key=jax.random.key(0))
+    res = dj.fit(
+        p.log_prob,
+        dj.default_q0(),
+        "kl_reverse",
+        "reparam",
+        num_samples=16,
+        num_steps=400,
+        key=jax.random.key(0),
+    )
     assert res.trace.value is None and np.isnan(float(res.status.final_value))
     assert int(res.status.optimum) == UNKNOWN
     assert abs(float(res.q.loc) - 3.0) < 0.5

@@ -16,7 +16,8 @@ KEY = jax.random.key(3)
 
 def _p2():
     return MvGaussianMixture(
-        [0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]],
+        [0.3, 0.7],
+        [[-2.0, 0.0], [2.0, 1.0]],
         covs=[[[1.0, 0.3], [0.3, 0.5]], [[0.8, -0.2], [-0.2, 1.2]]],
     )
 
@@ -41,7 +42,10 @@ def test_closed_forms_vs_2d_quadrature_and_mc(x64):
     # Monte Carlo from p with large N, 5 standard errors.
     x = p.sample(KEY, 200_000)
     lr = p.normalized_log_prob(x) - q.log_prob(x)
-    for value, draws in [(closed, np.expm1(lr) * 0 + np.exp(lr) - 1), (float(_div("kl_forward", p, q)), lr)]:
+    for value, draws in [
+        (closed, np.expm1(lr) * 0 + np.exp(lr) - 1),
+        (float(_div("kl_forward", p, q)), lr),
+    ]:
         draws = np.asarray(draws)
         assert abs(draws.mean() - value) < 5 * draws.std() / math.sqrt(len(draws))
 
@@ -102,7 +106,12 @@ def test_2d_reverse_vs_mc(x64):
     assert float(_div("chi2_reverse", p, wide)) == np.inf
 
 
-ESTS = [(n, e) for n, es in mv.MV_ESTIMATORS.items() for e in es if e not in ("exact", "iwae", "iwae_dreg")]
+ESTS = [
+    (n, e)
+    for n, es in mv.MV_ESTIMATORS.items()
+    for e in es
+    if e not in ("exact", "iwae", "iwae_dreg")
+]
 
 
 @pytest.mark.parametrize("family", ["diag", "full"])
@@ -112,11 +121,15 @@ def test_mc_estimators_in_2d(x64, family):
     # Reverse divergences need a narrow q (chi2_reverse finite, finite variance);
     # forward ones a wide q, whose weights p/q are light-tailed.
     if family == "diag":
-        qs = (DiagGaussian([1.0, 0.5], [math.log(1.1), math.log(1.0)]),
-              DiagGaussian([0.5, 0.5], [math.log(2.5), math.log(1.6)]))
+        qs = (
+            DiagGaussian([1.0, 0.5], [math.log(1.1), math.log(1.0)]),
+            DiagGaussian([0.5, 0.5], [math.log(2.5), math.log(1.6)]),
+        )
     else:
-        qs = (FullRankGaussian.from_cov([1.0, 0.5], [[1.2, 0.2], [0.2, 1.0]]),
-              FullRankGaussian.from_cov([0.5, 0.5], [[6.0, 0.5], [0.5, 2.5]]))
+        qs = (
+            FullRankGaussian.from_cov([1.0, 0.5], [[1.2, 0.2], [0.2, 1.0]]),
+            FullRankGaussian.from_cov([0.5, 0.5], [[6.0, 0.5], [0.5, 2.5]]),
+        )
     reps = {"snis": 64, "snis_dreg": 64, "snis2": 64, "score_sn": 64}
 
     @jax.jit
@@ -127,7 +140,8 @@ def test_mc_estimators_in_2d(x64, family):
             r, k = (reps[e], 2048) if e in reps else (300, 32)
             f = mv.mv_surrogate(n, e, p, k)
             out[(n, e)] = jax.vmap(lambda kk: jax.grad(f, has_aux=True)(q, kk)[0])(
-                jax.random.split(KEY, r))
+                jax.random.split(KEY, r)
+            )
         return out
 
     draws = run(qs)

@@ -87,7 +87,9 @@ def test_none_missed_against_grid_search(x64, mixture, name):
 
     found = np.stack([np.asarray(opt.q.loc), np.asarray(opt.q.log_scale)], axis=1)
     for start in grid:
-        res = optimize.minimize(fun, np.asarray(start), jac=True, method="BFGS", options={"gtol": 1e-9})
+        res = optimize.minimize(
+            fun, np.asarray(start), jac=True, method="BFGS", options={"gtol": 1e-9}
+        )
         dist = np.abs(found - res.x).max(axis=1)
         assert dist.min() < 1e-3, (start, res.x, found)
     # well-separated modes: one minimum per mode for the mode-seeking divergences

@@ -259,8 +259,9 @@ def test_grad_stats_in_other_coordinates(coords):
     """grad_stats(parameterization=): draws mapped before the statistics; unbiasedness kept."""
     p = dj.default_target()
     q = dj.Gaussian.from_loc_scale(1.0, 1.2)
-    stats = dj.grad_stats("kl_reverse", "reparam", p, q, 16, 4000, jax.random.key(7),
-                          parameterization=coords)
+    stats = dj.grad_stats(
+        "kl_reverse", "reparam", p, q, 16, 4000, jax.random.key(7), parameterization=coords
+    )
     expected = dj.grad_in(coords, dj.exact_grad("kl_reverse", p, q), q)
     np.testing.assert_allclose(np.asarray(stats.exact), np.asarray(expected), rtol=1e-5)
     for m, e, se in zip(stats.mean, stats.exact, stats.stderr):

@@ -355,8 +355,9 @@ def test_landscape_in_other_parameterizations(coords):
     fig = plot.landscape("kl_forward", p, optima=opt, parameterization=coords, num=20)
     ax = fig.axes[0]
     star = [ln for ln in ax.lines if ln.get_label() == "global optimum"][0]
-    theta = np.asarray(dj.get_parameterization(coords).from_gaussian(
-        dj.Gaussian(opt.q.loc[0], opt.q.log_scale[0])))
+    theta = np.asarray(
+        dj.get_parameterization(coords).from_gaussian(dj.Gaussian(opt.q.loc[0], opt.q.log_scale[0]))
+    )
     np.testing.assert_allclose([star.get_xdata()[0], star.get_ydata()[0]], theta, rtol=1e-5)
     assert "$" in ax.get_xlabel() and "mu" not in ax.get_ylabel()
     plt.close(fig)

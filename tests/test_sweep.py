@@ -16,15 +16,22 @@ from divjax.sweep import sweep
 @pytest.fixture(scope="module")
 def result():
     p = dj.default_target()
-    return sweep(p, dj.default_q0(), [("kl_forward", "snis"), ("kl_reverse", "reinforce_loo"),
-                                      ("kl_reverse", "exact")],
-                 num_samples=(1, 4), num_seeds=8, num_steps=100, key=jax.random.key(0))
+    return sweep(
+        p,
+        dj.default_q0(),
+        [("kl_forward", "snis"), ("kl_reverse", "reinforce_loo"), ("kl_reverse", "exact")],
+        num_samples=(1, 4),
+        num_seeds=8,
+        num_steps=100,
+        key=jax.random.key(0),
+    )
 
 
 def test_configs_and_shapes(result):
     configs = [r.config for r in result.runs]
     assert [(c.name, c.estimator, c.num_samples) for c in configs] == [
-        ("kl_forward", "snis", 1), ("kl_forward", "snis", 4),
+        ("kl_forward", "snis", 1),
+        ("kl_forward", "snis", 4),
         ("kl_reverse", "reinforce_loo", 4),  # K=1 skipped: RLOO needs 2
         ("kl_reverse", "exact", 0),
     ]
@@ -41,11 +48,13 @@ def test_exact_is_the_same_for_every_seed(result):
 def test_matches_individual_fit():
     p, q0 = dj.default_target(), dj.default_q0()
     key = jax.random.key(5)
-    res = sweep(p, q0, [("kl_reverse", "reparam")], num_samples=(4,), num_seeds=3,
-                num_steps=50, key=key)
+    res = sweep(
+        p, q0, [("kl_reverse", "reparam")], num_samples=(4,), num_seeds=3, num_steps=50, key=key
+    )
     seed_key = jax.random.fold_in(jax.random.split(key, 3)[1], 0)
-    single = dj.fit(p, q0, "kl_reverse", "reparam", num_samples=4, num_steps=50, key=seed_key,
-                    trace_value=False)
+    single = dj.fit(
+        p, q0, "kl_reverse", "reparam", num_samples=4, num_steps=50, key=seed_key, trace_value=False
+    )
     np.testing.assert_allclose(res.runs[0].q.loc[1], single.q.loc, atol=1e-4)
     np.testing.assert_allclose(res.runs[0].q.log_scale[1], single.q.log_scale, atol=1e-4)
 
@@ -71,10 +80,15 @@ SHARDED = textwrap.dedent("""
 
 
 def _run(devices):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
-    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
-                         text=True, check=True)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        JAX_ENABLE_X64="1",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, check=True
+    )
     import json
 
     return json.loads(out.stdout.strip().splitlines()[-1])
