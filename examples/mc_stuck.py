@@ -26,13 +26,6 @@ import divjax as dj  # noqa: E402
 from divjax import plot  # noqa: E402
 
 
-def forward_kl_optimum(p: dj.GaussianMixture) -> dj.Optima:
-    """KL(p || q)'s unique minimum in closed form: q* matches p's mean and variance."""
-    q = dj.Gaussian.from_loc_variance(p.mean(), p.variance())
-    value = dj.divergence("kl_forward", p, q)
-    return dj.Optima(q=jax.tree_util.tree_map(lambda a: a[None], q), value=value[None])
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
@@ -62,7 +55,7 @@ def main(argv=None) -> dict:
     num_seeds = 8 if args.quick else 64
     num_steps = 200 if args.quick else 600
     key = jax.random.key(0)
-    optima = forward_kl_optimum(p)
+    optima = dj.optimal_q("kl_forward", p)
     opt_q = dj.Gaussian._make((optima.q.loc[0], optima.q.log_scale[0]))
     exact, _ = plot.fit_paths(p, q_start, name, num_steps=num_steps, key=key)
     exact_out = outcome(exact, opt_q)[0]

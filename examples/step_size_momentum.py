@@ -36,13 +36,6 @@ RUNS = [
 ]
 
 
-def forward_kl_optimum(p: dj.GaussianMixture) -> dj.Optima:
-    """KL(p || q)'s unique minimum in closed form: q* matches p's mean and variance."""
-    q = dj.Gaussian.from_loc_variance(p.mean(), p.variance())
-    value = dj.divergence("kl_forward", p, q)
-    return dj.Optima(q=jax.tree_util.tree_map(lambda a: a[None], q), value=value[None])
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
@@ -56,7 +49,7 @@ def main(argv=None) -> dict:
     p, q0 = dj.default_target(), dj.default_q0()
     name = "kl_forward"
     num_steps = 200 if args.quick else 1000
-    optimum = forward_kl_optimum(p)
+    optimum = dj.optimal_q("kl_forward", p)
     best = float(optimum.value[0])
     lrs = [lr for _, lr, _ in RUNS]
     moms = [m for _, _, m in RUNS]
