@@ -235,3 +235,22 @@ def test_bad_gaussian_and_name():
         dj.divergence("kl", dj.default_target(), dj.default_q0())
     with pytest.raises(ValueError, match="GaussianMixture"):
         dj.divergence("kl_forward", lambda x: x, dj.default_q0())
+
+
+# --- check_grad -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", dj.DIVERGENCES)
+def test_check_grad_passes_the_right_formula_and_catches_a_wrong_one(x64, name, capsys):
+    p = dj.default_target()
+    good = dj.check_grad(lambda p_, q: dj.exact_grad(name, p_, q), name, p)
+    assert good.ok and good.num_q > 0
+    assert "PASS" in capsys.readouterr().out
+
+    def wrong(p_, q):  # a classic slip: the gradient with respect to sigma, not log sigma
+        g = dj.exact_grad(name, p_, q)
+        return dj.Gaussian._make((g.loc, g.log_scale / q.scale))
+
+    bad = dj.check_grad(wrong, name, p, verbose=False)
+    assert not bad.ok and float(bad.max_rel_err.log_scale) > 1e-2
+    assert float(bad.max_rel_err.loc) < 1e-6  # the loc part is still right
