@@ -209,16 +209,11 @@ def make_step(
         domain_ok = parameterization.in_domain(params) | ~_tree_finite(params)
         params_ok = _tree_finite(params) & _tree_finite(q)
         scale_ok = (q.log_scale > lo) & (q.log_scale < hi)
-        reason = jnp.where(
-            ~grad_ok,
-            NONFINITE_GRAD,
-            jnp.where(
-                ~domain_ok,
-                OUT_OF_DOMAIN,
-                jnp.where(
-                    ~params_ok, NONFINITE_PARAMS, jnp.where(~scale_ok, SCALE_OUT_OF_RANGE, OK)
-                ),
-            ),
+        # The first failed check, in priority order, names the reason.
+        reason = jnp.select(
+            [~grad_ok, ~domain_ok, ~params_ok, ~scale_ok],
+            [NONFINITE_GRAD, OUT_OF_DOMAIN, NONFINITE_PARAMS, SCALE_OUT_OF_RANGE],
+            OK,
         ).astype(jnp.int32)
         alive = state.diverged_at < 0
         take = alive & (reason == OK)
