@@ -74,6 +74,53 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def _target_args(parser, *, required: bool) -> None:
+    """The target mixture and start flags shared by ``compare`` and ``explore``."""
+    default = "" if required else " (default: {})"
+
+    def text(base, key):
+        return base + (
+            default.format(",".join(f"{v:g}" for v in DEMO[key])) if not required else ""
+        )
+
+    kw = {"required": True} if required else {}
+    parser.add_argument(
+        "--weights",
+        type=_floats,
+        default=None if required else DEMO["weights"],
+        help=text("mixture weights, e.g. 0.3,0.7 (need not sum to 1)", "weights"),
+        **kw,
+    )
+    parser.add_argument(
+        "--locs",
+        type=_floats,
+        default=None if required else DEMO["locs"],
+        help=text("component means, e.g. --locs=-2,3 (use = when the first is negative)", "locs"),
+        **kw,
+    )
+    parser.add_argument(
+        "--scales",
+        type=_floats,
+        default=None if required else DEMO["scales"],
+        help=text("component standard deviations, e.g. 0.5,1", "scales"),
+        **kw,
+    )
+    parser.add_argument(
+        "--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)"
+    )
+
+
+def _step_args(parser) -> None:
+    """Step size and momentum flags shared by ``compare`` and ``explore``."""
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.05,
+        help="step size (default: 0.05; negative ascends)",
+    )
+    parser.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="divjax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -101,24 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo, demo=True)
 
     cmp = sub.add_parser("compare", help="the same table for your own target and choices")
-    cmp.add_argument(
-        "--weights",
-        type=_floats,
-        required=True,
-        help="mixture weights, e.g. 0.3,0.7 (need not sum to 1)",
-    )
-    cmp.add_argument(
-        "--locs",
-        type=_floats,
-        required=True,
-        help="component means, e.g. --locs=-2,3 (use = when the first is negative)",
-    )
-    cmp.add_argument(
-        "--scales", type=_floats, required=True, help="component standard deviations, e.g. 0.5,1"
-    )
-    cmp.add_argument(
-        "--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)"
-    )
+    _target_args(cmp, required=True)
     cmp.add_argument(
         "--divergences", type=_names, default=None, help="comma-separated (default: all four)"
     )
@@ -136,13 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--seeds", type=int, default=64, help="fits per configuration (default: 64)")
     cmp.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
-    cmp.add_argument(
-        "--learning-rate",
-        type=float,
-        default=0.05,
-        help="step size (default: 0.05; negative ascends)",
-    )
-    cmp.add_argument("--momentum", type=float, default=0.9, help="momentum for sgd (default: 0.9)")
+    _step_args(cmp)
     cmp.add_argument(
         "--optimizer", choices=OPTIMIZERS, default="sgd", help="optax optimizer (default: sgd)"
     )
@@ -158,27 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "another backend): drag the target's modes and q, pick the divergence, its direction, "
         "exact or Monte Carlo gradients, the estimator, K, the step size and the momentum.",
     )
-    exp.add_argument(
-        "--weights",
-        type=_floats,
-        default=DEMO["weights"],
-        help="mixture weights (default: 0.3,0.7)",
-    )
-    exp.add_argument(
-        "--locs",
-        type=_floats,
-        default=DEMO["locs"],
-        help="component means (default: -2,3; write --locs=-2,3)",
-    )
-    exp.add_argument(
-        "--scales",
-        type=_floats,
-        default=DEMO["scales"],
-        help="component standard deviations (default: 0.5,1)",
-    )
-    exp.add_argument(
-        "--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)"
-    )
+    _target_args(exp, required=False)
     exp.add_argument(
         "--divergence",
         default="kl_forward",
@@ -192,13 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--num-samples", type=int, default=16, help="K, a power of two up to 256 (default: 16)"
     )
-    exp.add_argument(
-        "--learning-rate",
-        type=float,
-        default=0.05,
-        help="step size (default: 0.05; negative ascends)",
-    )
-    exp.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
+    _step_args(exp)
     exp.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     exp.add_argument(
         "--steps-per-frame", type=int, default=10, help="optimizer steps per frame (default: 10)"
