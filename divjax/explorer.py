@@ -618,7 +618,7 @@ class Explorer:
         """Titles and labels that depend on the divergence."""
         direction = self.name.split("_")[1]
         self.ax_fit.set_title(
-            f"minimize {plot.LABELS[self.name]} ({_SEEKING[direction]})", fontsize=10
+            f"minimize {plot.LABELS[self.name]} ({plot._SEEKING[direction]})", fontsize=10
         )
         w2 = self.name == "chi2_forward"
         symbol = r"$w^2 = (\tilde p/q_\phi)^2$" if w2 else r"$w = \tilde p/q_\phi$"
@@ -993,7 +993,6 @@ _PLAIN = {
     "chi2_reverse": "chi2(q||p)",
 }
 
-_SEEKING = {"forward": "mean-seeking", "reverse": "mode-seeking"}
 _STATUS_COLORS = {
     "running": "#1B9E77",
     "converged": "#1B9E77",
