@@ -22,6 +22,7 @@ from divjax.divergences import (
 )
 from divjax.estimators import (
     ESTIMATORS,
+    MIXTURE_ESTIMATORS,
     Stateful,
     SurrogateAux,
     min_samples,
@@ -58,6 +59,7 @@ __all__ = [
     "ALPHA_ESTIMATORS",
     "DIVERGENCES",
     "ESTIMATORS",
+    "MIXTURE_ESTIMATORS",
     "MV_ESTIMATORS",
     "PARAMETERIZATIONS",
     "alpha_divergence",

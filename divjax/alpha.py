@@ -47,6 +47,7 @@ from divjax import _checks, quadrature
 from divjax import estimators as _est
 from divjax.divergences import divergence
 from divjax.families import Gaussian
+from divjax.mv_families import MvGaussianMixture
 from divjax.targets import GaussianMixture
 
 ALPHA_DIVERGENCES = ("renyi_forward", "renyi_reverse", "amari", "hellinger", "jensen_shannon")
@@ -419,18 +420,21 @@ def alpha_surrogate(kind: str, alpha: float | None, estimator: str, target, num_
     r"""A surrogate loss whose ``jax.grad`` estimates ``grad`` of the alpha-divergence ``kind``.
 
     Same contract as `divjax.surrogate`: returns ``loss_fn(q, key) -> (loss, aux)``
-    with ``aux`` a `divjax.SurrogateAux`; ``q`` may be any family with
-    ``sample(key, K)`` and ``log_prob`` (`Gaussian` here, the d-dimensional
-    families of `divjax.multivariate` too).
+    with ``aux`` a `divjax.SurrogateAux`. The estimators only use ``q.sample``
+    and ``q.log_prob``, so they work in ``d`` dimensions too: a d-dimensional
+    `GaussianMixture` target with a `DiagGaussian`, `FullRankGaussian` or
+    `MixtureGaussian` ``q`` (the last with the non-pathwise ``sn`` and
+    ``score`` only; see `divjax.estimators.check_q`).
 
     Args:
       kind: one of `ALPHA_DIVERGENCES`.
       alpha: static float order (ignored, may be None, for ``hellinger`` and
         ``jensen_shannon``, which use ``alpha = 1/2`` and none).
       estimator: one of ``ALPHA_ESTIMATORS[kind]``.
-      target: a `GaussianMixture` or a callable ``log p(x)``. Renyi needs only
-        ``log p~``; ``amari``, ``hellinger`` and ``jensen_shannon`` are linear in
-        ``p`` and need it normalized (a `GaussianMixture` is normalized here).
+      target: a `GaussianMixture` (1-D or d-dimensional) or a callable
+        ``log p(x)``. Renyi needs only ``log p~``; ``amari``, ``hellinger``
+        and ``jensen_shannon`` are linear in ``p`` and need it normalized (a
+        `GaussianMixture` is normalized here).
       num_samples: ``K`` draws (static).
 
     Raises:
@@ -454,7 +458,7 @@ def alpha_surrogate(kind: str, alpha: float | None, estimator: str, target, num_
         raise ValueError(f"{kind} 'reparam' is undefined at alpha = 1; use 'sn' or 'score'")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if isinstance(target, GaussianMixture):
+    if isinstance(target, (GaussianMixture, MvGaussianMixture)):
         log_p = target.normalized_log_prob if kind in _NORMALIZED else target.log_prob
     elif callable(target):
         log_p = target
@@ -464,6 +468,7 @@ def alpha_surrogate(kind: str, alpha: float | None, estimator: str, target, num_
     k = num_samples
 
     def loss_fn(q, key):
+        _est.check_q(estimator, target, q, pathwise=estimator == "reparam")
         x = _est.stop(q.sample(key, k))
         log_w = _est.stop(log_p(x) - q.log_prob(x))
         return _est._assemble(q, make(alpha, q, key, x, log_w, log_p), x, log_w)

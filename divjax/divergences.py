@@ -41,6 +41,7 @@ from jax.scipy.special import logsumexp
 
 from divjax import _checks, quadrature
 from divjax.families import Gaussian
+from divjax.mv_families import MvGaussianMixture
 from divjax.targets import GaussianMixture
 
 DIVERGENCES = ("kl_forward", "kl_reverse", "chi2_forward", "chi2_reverse")
@@ -55,7 +56,7 @@ def check_divergence(name: str) -> None:
 def _check_args(name: str, p, q) -> None:
     check_divergence(name)
     if not isinstance(p, GaussianMixture):
-        raise ValueError(f"p must be a divjax.GaussianMixture, got {type(p).__name__}")
+        raise ValueError(f"p must be a 1-D divjax.GaussianMixture, got {type(p).__name__}")
     if not isinstance(q, Gaussian):
         raise ValueError(f"q must be a divjax.Gaussian, got {type(q).__name__}")
 
@@ -197,7 +198,15 @@ def divergence(name: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
     Returns:
       The value, ``+inf`` where the divergence is infinite (chi-squares; see
       the module docstring for the conditions).
+
+    A d-dimensional target (and a `DiagGaussian` or `FullRankGaussian` ``q``)
+    routes to `divjax.multivariate.mv_divergence`, which says which divergences
+    are exact in which dimension.
     """
+    if isinstance(p, MvGaussianMixture):
+        from divjax.multivariate import mv_divergence  # downstream: it routes d = 1 here
+
+        return mv_divergence(name, p, q)
     _check_args(name, p, q)
     value = _VALUES[name](p, _safe_q(name, p, q))
     if name.startswith("chi2"):
@@ -276,7 +285,13 @@ def exact_grad(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
 
     Where the divergence is infinite there is no gradient: every component is
     returned as ``+inf`` (never a made-up finite number, never NaN).
+
+    A d-dimensional target routes to `divjax.multivariate.mv_exact_grad`.
     """
+    if isinstance(p, MvGaussianMixture):
+        from divjax.multivariate import mv_exact_grad  # downstream: it routes d = 1 here
+
+        return mv_exact_grad(name, p, q)
     _check_args(name, p, q)
     return _mark_infinite(name, p, q, _GRADS[name](p, _safe_q(name, p, q)))
 

@@ -15,6 +15,14 @@ on ``log q_phi`` at stopped samples (the old optax surrogate
 ``q.sample(key, K) = loc + scale * eps`` and, for a callable target, through
 ``log_p`` itself (autodiff supplies ``grad_x log p~``).
 
+Every estimator works in ``d`` dimensions through this same API: a
+d-dimensional `GaussianMixture` target (or a callable ``log p~`` on ``(K, d)``)
+with a `DiagGaussian`, `FullRankGaussian` or `MixtureGaussian` ``q``; the
+estimators use only ``q.sample`` and ``q.log_prob`` (the control variates take
+their scores from ``jax.grad``), ``"exact"`` routes to
+`divjax.multivariate`, and a `MixtureGaussian` ``q``, whose component draw
+is not reparameterizable, takes the `MIXTURE_ESTIMATORS` only.
+
 Monte Carlo estimators only evaluate ``log p~``: the target may be unnormalized
 (mass ``Z``). What each estimator is unbiased or consistent for is stated in
 its docstring; in short
@@ -72,6 +80,7 @@ applied after the per-sample sum (`_scale_grad`); the per-sample
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -82,8 +91,9 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from divjax import msc as _msc
-from divjax.divergences import check_divergence, divergence, exact_grad, is_infinite
+from divjax.divergences import check_divergence, divergence, exact_grad
 from divjax.families import Gaussian
+from divjax.mv_families import MixtureGaussian, MvGaussianMixture
 from divjax.targets import GaussianMixture
 
 ESTIMATORS: dict[str, tuple[str, ...]] = {
@@ -102,9 +112,25 @@ ESTIMATORS: dict[str, tuple[str, ...]] = {
     "chi2_reverse": ("exact", "score", "score_sn", "reparam", "score_cv"),
 }
 
+# A MixtureGaussian q draws its component without a reparameterization, so
+# estimators that differentiate through samples miss the logits' gradient; the
+# score-function and importance-sampling estimators do not.
+MIXTURE_ESTIMATORS = (
+    "snis",
+    "msc",
+    "msc_rb",
+    "reinforce",
+    "reinforce_loo",
+    "reinforce_cv",
+    "snis2",
+    "score",
+    "score_sn",
+    "score_cv",
+)
+
 _MIN_SAMPLES = {"reinforce_loo": 2, "reinforce_cv": 2, "score_cv": 2, "msc": 2, "msc_rb": 2}
 
-Target = GaussianMixture | Callable[[jax.Array], jax.Array]
+Target = GaussianMixture | MvGaussianMixture | Callable[[jax.Array], jax.Array]
 stop = jax.lax.stop_gradient
 
 
@@ -112,13 +138,13 @@ class SurrogateAux(NamedTuple):
     r"""What one draw of an estimator saw; identical shapes for every estimator.
 
     Attributes:
-      samples: ``(K,)`` the draws ``x_i ~ q`` (stopped).
+      samples: ``(K,)`` the draws ``x_i ~ q`` (stopped); ``(K, d)`` in ``d`` dimensions.
       log_weights: ``(K,)`` ``log p~(x_i) - log q(x_i)``.
       weights: ``(K,)`` self-normalized ``w_i / sum_j w_j`` (sum to one).
       ess: ``()`` effective sample size ``1 / sum_i weights_i^2``, in ``[1, K]``.
       ess_sq: ``()`` ESS of the squared weights ``w_i^2 / sum_j w_j^2`` (the
         weights ``snis2`` uses).
-      contributions: `Gaussian` with ``(K,)`` leaves, sample ``i``'s share of
+      contributions: ``q``'s pytree with ``(K, ...)`` leaves, sample ``i``'s share of
         the gradient estimate; they sum over ``K`` to the estimate. For
         ``"exact"``: the exact gradient divided by ``K``.
     """
@@ -475,35 +501,57 @@ def iwae_dreg(q, key, x, log_w, log_p) -> _Spec:
 
 
 def _loo_coefficient(f: jax.Array, h: jax.Array) -> jax.Array:
-    r"""``a_i = sum_{j != i} f_j h_j^2 / sum_{j != i} h_j^2``, shape ``(K,)``.
+    r"""``a_i = sum_{j != i} f_j h_j^2 / sum_{j != i} h_j^2`` per parameter, shape of ``h``.
 
     The optimal scalar coefficient of the control variate ``h = s_d`` for the
     draw ``f s_d``: ``Cov(f s_d, s_d) / Var(s_d) = E[f s_d^2] / E[s_d^2]``
     (``E_q[s] = 0`` is known, so no centring), estimated without sample ``i``.
+    ``f`` is ``(K,)``, ``h`` is ``(K, ...)`` (one column per parameter entry).
     """
+    f = f.reshape(f.shape + (1,) * (h.ndim - 1))
     h2 = h**2
-    num = jnp.sum(f * h2) - f * h2
-    den = jnp.sum(h2) - h2
+    num = jnp.sum(f * h2, axis=0) - f * h2
+    den = jnp.sum(h2, axis=0) - h2
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def _per_parameter_log_prob(q_: Gaussian, x: jax.Array, coef: Gaussian) -> jax.Array:
-    """``coef.loc * log q(x)`` differentiated in ``loc`` only, plus the same for ``log_scale``."""
-    loc_only = Gaussian._make((q_.loc, stop(q_.log_scale)))
-    scale_only = Gaussian._make((stop(q_.loc), q_.log_scale))
-    return coef.loc * loc_only.log_prob(x) + coef.log_scale * scale_only.log_prob(x)
+def _scores(q, x: jax.Array):
+    r"""Per-sample scores ``grad_phi log q_phi(x_i)``: ``q``'s pytree with ``(K, ...)`` leaves."""
+    return jax.vmap(jax.grad(lambda q_, xi: q_.log_prob(xi)), in_axes=(None, 0))(stop(q), x)
+
+
+def _linear_terms(coef):
+    r"""Per-sample terms ``sum_j coef_ij phi_j``, whose gradient in ``phi`` is ``coef_i``."""
+
+    def terms(q_):
+        per_leaf = jax.tree_util.tree_map(
+            lambda c, a: jnp.sum((c * a).reshape(c.shape[0], -1), axis=-1), coef, q_
+        )
+        return sum(jax.tree_util.tree_leaves(per_leaf))
+
+    return terms
+
+
+def _cv_coefficients(f: jax.Array, scores, factor: float):
+    r"""``factor * (f_i - a_{-i,j}) s_j(x_i)`` per sample ``i`` and parameter entry ``j``."""
+    f_col = lambda h: f.reshape(f.shape + (1,) * (h.ndim - 1))  # noqa: E731
+    return jax.tree_util.tree_map(
+        lambda h: factor * (f_col(h) - _loo_coefficient(f, h)) * h, scores
+    )
 
 
 def reinforce_cv(q, key, x, log_w, log_p) -> _Spec:
     r"""REINFORCE with the score as control variate, optimal coefficient per parameter.
 
-    For each parameter ``d`` the draw is ``f_i = r_i s_d(x_i)`` (reward
-    ``r = log p~ - log q``) and the control variate ``h_i = s_d(x_i)``
+    For each parameter entry ``j`` the draw is ``f_i = r_i s_j(x_i)`` (reward
+    ``r = log p~ - log q``) and the control variate ``h_i = s_j(x_i)``
     (``E_q[s] = 0``). The optimal scalar coefficient
-    ``a* = Cov(f, h) / Var(h) = E_q[r s_d^2] / E_q[s_d^2]`` is estimated from
+    ``a* = Cov(f, h) / Var(h) = E_q[r s_j^2] / E_q[s_j^2]`` is estimated from
     the batch leaving sample ``i`` out (`_loo_coefficient`), giving
-    ``-(1/K) sum_i (r_i - a_{-i,d}) s_d(x_i)``: REINFORCE with the
-    minimum-variance (per-parameter) baseline.
+    ``-(1/K) sum_i (r_i - a_{-i,j}) s_j(x_i)``: REINFORCE with the
+    minimum-variance (per-parameter) baseline. The scores come from
+    ``jax.grad`` of ``q.log_prob``, so every family works (in ``d`` dimensions
+    one coefficient per entry of ``loc``, ``log_scale``, ``chol``, ``logits``).
 
     Unbiased for ``grad KL(q || p)``: ``a_{-i}`` is independent of ``x_i`` and
     ``E_q[s] = 0`` (estimating ``a`` with sample ``i`` included would add an
@@ -516,12 +564,8 @@ def reinforce_cv(q, key, x, log_w, log_p) -> _Spec:
       Weaver & Tao (2001), The optimal reward baseline for gradient-based
       reinforcement learning, UAI.
     """
-    k = x.shape[0]
-    s = stop(q).score(x)
-    coef = Gaussian._make(tuple(-(log_w - _loo_coefficient(log_w, h)) / k for h in s))
-    return _Spec(
-        _kl_reverse_value(log_w), lambda q_: _per_parameter_log_prob(q_, x, coef), _zero(log_w)
-    )
+    coef = _cv_coefficients(log_w, _scores(q, x), -1.0 / x.shape[0])
+    return _Spec(_kl_reverse_value(log_w), _linear_terms(coef), _zero(log_w))
 
 
 def score_cv(q, key, x, log_w, log_p) -> _Spec:
@@ -543,14 +587,8 @@ def score_cv(q, key, x, log_w, log_p) -> _Spec:
       Dieng et al. (2017), Variational inference via chi upper bound
       minimization, NeurIPS.
     """
-    v = jax.nn.softmax(-log_w)
-    s = stop(q).score(x)
-    coef = Gaussian._make(tuple(2.0 * (v - _loo_coefficient(v, h)) for h in s))
-    return _Spec(
-        _chi2_reverse_value(log_w),
-        lambda q_: _per_parameter_log_prob(q_, x, coef),
-        _log_mean_exp(-log_w),
-    )
+    coef = _cv_coefficients(jax.nn.softmax(-log_w), _scores(q, x), 2.0)
+    return _Spec(_chi2_reverse_value(log_w), _linear_terms(coef), _log_mean_exp(-log_w))
 
 
 # --- Markovian score climbing (stateful; the kernel is in divjax.msc) ----------
@@ -597,18 +635,26 @@ def msc_rb(q, draw: _msc.CISDraw) -> _Spec:
 
 
 def _exact(name, target):
+    if isinstance(target, MvGaussianMixture):
+        # The d-dimensional exact routes live downstream of this module.
+        from divjax.multivariate import exact_fns
+
+        value_fn, grad_fn = exact_fns(name, target)
+    else:
+        value_fn = functools.partial(divergence, name, target)
+        grad_fn = functools.partial(exact_grad, name, target)
+
     def spec(q, key, x, log_w, log_p) -> _Spec:
         r"""The exact gradient as a linear surrogate ``stop(g) . phi`` (loss = the divergence)."""
-        g = stop(exact_grad(name, target, q))
-        inf = is_infinite(name, target, q)
-        g = jax.tree_util.tree_map(lambda a: jnp.where(inf, 1.0, a), g)
+        value = stop(value_fn(q))
+        inf = jnp.isinf(value)
         k = x.shape[0]
-
-        def terms(q_):
-            return jnp.full((k,), g.loc * q_.loc + g.log_scale * q_.log_scale) / k
-
+        g = jax.tree_util.tree_map(
+            lambda a: jnp.broadcast_to(jnp.where(inf, 1.0, a) / k, (k,) + a.shape),
+            stop(grad_fn(q)),
+        )
         log_scale = jnp.where(inf, jnp.inf, 0.0).astype(log_w.dtype)
-        return _Spec(stop(divergence(name, target, q)), terms, log_scale)
+        return _Spec(value, _linear_terms(g), log_scale)
 
     return spec
 
@@ -652,15 +698,57 @@ def check_estimator(name: str, estimator: str, target, num_samples) -> None:
     need = min_samples(estimator)
     if num_samples < need:
         raise ValueError(f"estimator {estimator!r} needs num_samples >= {need}, got {num_samples}")
-    if estimator == "exact" and not isinstance(target, GaussianMixture):
+    if estimator == "exact" and not _is_mixture(target):
         raise ValueError(
             "estimator 'exact' needs a divjax.GaussianMixture target; a callable "
             f"log density only supports Monte Carlo estimators: "
             f"{', '.join(e for e in valid if e != 'exact')}"
         )
-    if not isinstance(target, GaussianMixture) and not callable(target):
+    if not _is_mixture(target) and not callable(target):
         raise ValueError(
             f"target must be a divjax.GaussianMixture or a callable log p~(x), got {target!r}"
+        )
+    if estimator == "exact" and isinstance(target, MvGaussianMixture):
+        from divjax.multivariate import check_exact  # downstream of this module
+
+        check_exact(name, target)
+
+
+def _is_mixture(target) -> bool:
+    return isinstance(target, (GaussianMixture, MvGaussianMixture))
+
+
+def check_q(estimator: str, target: Target, q, *, pathwise: bool | None = None) -> None:
+    r"""Raises `ValueError` where ``q``'s family does not fit the target or the estimator.
+
+    A 1-D `GaussianMixture` takes a `Gaussian` ``q``; a d-dimensional one a
+    `DiagGaussian`, `FullRankGaussian` or `MixtureGaussian` of the same ``d``;
+    a `MixtureGaussian` only the estimators in `MIXTURE_ESTIMATORS` (or, with
+    ``pathwise`` given, those that do not differentiate through samples).
+    Shapes and types are static, so this runs at trace time, before any
+    computation.
+    """
+    if pathwise is None:
+        pathwise = estimator not in MIXTURE_ESTIMATORS
+    one_d = isinstance(q, Gaussian)
+    if isinstance(target, GaussianMixture) and not one_d:
+        raise ValueError(
+            f"a 1-D GaussianMixture target needs a divjax.Gaussian q, got {type(q).__name__}; "
+            "give the target (M, d) locs for d dimensions"
+        )
+    if isinstance(target, MvGaussianMixture):
+        if one_d:
+            raise ValueError(
+                f"a d = {target.dim} GaussianMixture target needs a DiagGaussian, "
+                f"FullRankGaussian or MixtureGaussian q, got Gaussian"
+            )
+        if q.dim != target.dim:
+            raise ValueError(f"dimension mismatch: p has d = {target.dim}, q has d = {q.dim}")
+    if isinstance(q, MixtureGaussian) and pathwise:
+        raise ValueError(
+            f"estimator {estimator!r} differentiates through samples, which a MixtureGaussian "
+            "q reparameterizes only within components (biased for its logits); use a "
+            f"score-function or importance-sampling estimator ({', '.join(MIXTURE_ESTIMATORS)})"
         )
 
 
@@ -685,7 +773,7 @@ def _assemble(q: Gaussian, spec: _Spec, x: jax.Array, log_w: jax.Array):
 
 
 def _log_p(target: Target) -> Callable[[jax.Array], jax.Array]:
-    return target.log_prob if isinstance(target, GaussianMixture) else target
+    return target.log_prob if _is_mixture(target) else target
 
 
 def surrogate(
@@ -697,19 +785,22 @@ def surrogate(
       name: the divergence, one of `divjax.DIVERGENCES`.
       estimator: one of ``ESTIMATORS[name]``; ``"exact"`` routes to
         `divjax.exact_grad` so exact and Monte Carlo runs share one code path.
-      target: a `GaussianMixture` (its unnormalized ``log_prob`` is used) or a
-        callable ``log_p(x)`` mapping ``(K,)`` to ``(K,)``, unnormalized and
-        differentiable (``reparam``, ``stl`` and the DReG estimators
-        differentiate it).
+      target: a `GaussianMixture` (its unnormalized ``log_prob`` is used), in
+        1-D or ``d`` dimensions, or a callable ``log_p(x)`` mapping ``(K,)``
+        (``(K, d)``) to ``(K,)``, unnormalized and differentiable (``reparam``,
+        ``stl`` and the DReG estimators differentiate it).
       num_samples: ``K >= min_samples(estimator)`` draws per estimate; static,
         it fixes shapes. ``"exact"`` still draws ``K`` samples for ``aux``.
 
     Returns:
       ``loss_fn(q, key) -> (loss, aux)`` for a single (unbatched) ``q``; ``vmap``
-      it for batches. ``jax.grad(loss_fn, has_aux=True)(q, key)`` returns
-      ``(estimate, aux)``, the estimate a `Gaussian` of scalars and ``aux`` a
-      `SurrogateAux`. ``loss`` is a consistent Z-free estimate of the divergence
-      (exactly `divjax.divergence` for ``"exact"``); see the module docstring.
+      it for batches. ``q`` is a `Gaussian` in 1-D; in ``d`` dimensions a
+      `DiagGaussian`, `FullRankGaussian` or `MixtureGaussian` (the last with
+      `MIXTURE_ESTIMATORS` only; see `check_q`).
+      ``jax.grad(loss_fn, has_aux=True)(q, key)`` returns ``(estimate, aux)``,
+      the estimate a pytree like ``q`` and ``aux`` a `SurrogateAux`. ``loss``
+      is a consistent Z-free estimate of the divergence (exactly
+      `divjax.divergence` for ``"exact"``); see the module docstring.
       Supports first-order reverse-mode differentiation (``jax.grad``). For the
       stateful ``msc`` and ``msc_rb`` each call starts a fresh chain (one
       kernel step from a draw of ``q``); use `stateful_surrogate` to carry it.
@@ -717,7 +808,9 @@ def surrogate(
     Raises:
       ValueError: unknown divergence or estimator (naming the valid choices),
         ``num_samples`` not an int or too small, ``"exact"`` without a
-        `GaussianMixture`. Raised here, before any tracing.
+        `GaussianMixture` or where nothing is exact in the target's dimension
+        (`divjax.multivariate.EXACTNESS`). Raised here, before any tracing; a
+        ``q`` that does not fit (`check_q`) raises when ``loss_fn`` is traced.
     """
     check_estimator(name, estimator, target, num_samples)
     k = int(num_samples)
@@ -735,6 +828,7 @@ def surrogate(
     make = _exact(name, target) if estimator == "exact" else _ESTIMATOR_FNS[(name, estimator)]
 
     def loss_fn(q: Gaussian, key: jax.Array) -> tuple[jax.Array, SurrogateAux]:
+        check_q(estimator, target, q)
         x = stop(q.sample(key, k))
         log_w = stop(log_p(x) - q.log_prob(x))
         return _assemble(q, make(q, key, x, log_w, log_p), x, log_w)
@@ -799,6 +893,7 @@ def stateful_surrogate(name: str, estimator: str, target: Target, num_samples: i
     k = int(num_samples)
 
     def loss_fn(q: Gaussian, key: jax.Array, state: _msc.MSCState):
+        check_q(estimator, target, q)
         draw = _msc.cis_kernel(key, q, state, log_p, k)
         loss, aux = _assemble(q, make(q, draw), draw.samples, draw.log_weights)
         return loss, (aux, _msc.MSCState(draw.samples[draw.index]))
@@ -808,9 +903,11 @@ def stateful_surrogate(name: str, estimator: str, target: Target, num_samples: i
 
 __all__ = [
     "ESTIMATORS",
+    "MIXTURE_ESTIMATORS",
     "Stateful",
     "SurrogateAux",
     "check_estimator",
+    "check_q",
     "min_samples",
     "stateful_surrogate",
     "stateless",

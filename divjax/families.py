@@ -61,6 +61,11 @@ class Gaussian(_GaussianParams):
         return cls(loc, 0.5 * jnp.log(jnp.asarray(variance, dtype=jnp.result_type(float))))
 
     @property
+    def dim(self) -> int:
+        """Always 1 (the d-dimensional families are in `divjax.mv_families`)."""
+        return 1
+
+    @property
     def scale(self) -> jax.Array:
         return jnp.exp(self.log_scale)
 

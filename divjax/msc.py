@@ -45,7 +45,7 @@ class MSCState(NamedTuple):
     """The Markov chain's state between optimizer steps.
 
     Attributes:
-      sample: ``()`` the retained sample ``z``.
+      sample: the retained sample ``z``: ``()`` in 1-D, ``(d,)`` in ``d`` dimensions.
     """
 
     sample: jax.Array
@@ -55,7 +55,7 @@ class CISDraw(NamedTuple):
     """One application of the CIS kernel (all stopped).
 
     Attributes:
-      samples: ``(K,)`` the particles: ``samples[0]`` is the retained ``z``,
+      samples: ``(K,)`` (``(K, d)``) the particles: ``samples[0]`` is the retained ``z``,
         the rest fresh draws from ``q``.
       log_weights: ``(K,)`` ``log p~(x_i) - log q(x_i)`` under the current ``q``.
       index: ``()`` int, the resampled particle ``J``; the new state is
@@ -85,7 +85,7 @@ def cis_kernel(
       key: PRNG key (split into the fresh draws and the resampling).
       q: the current proposal (its gradient is not taken: all outputs are stopped).
       state: the retained sample.
-      log_p: unnormalized ``log p~``, ``(K,) -> (K,)``.
+      log_p: unnormalized ``log p~``, ``(K,) -> (K,)`` (``(K, d) -> (K,)``).
       num_samples: ``K``, the number of particles including the retained one.
 
     Returns:
@@ -94,7 +94,7 @@ def cis_kernel(
     key_fresh, key_index = jax.random.split(key)
     q = stop(q)
     fresh = q.sample(key_fresh, num_samples - 1)
-    x = stop(jnp.concatenate([jnp.reshape(state.sample, (1,)).astype(fresh.dtype), fresh]))
+    x = stop(jnp.concatenate([state.sample[None].astype(fresh.dtype), fresh]))
     log_w = stop(log_p(x) - q.log_prob(x))
     index = jax.random.categorical(key_index, log_w)
     return CISDraw(x, log_w, index)

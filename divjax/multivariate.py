@@ -14,7 +14,9 @@ kl_reverse     d <= 2 (quadrature)             d <= 2 (quadrature)
 chi2_reverse   d <= 2 (quadrature)             d <= 2 (quadrature)
 =============  ==============================  =================================
 
-Anything else raises a `ValueError` that repeats this table; use `mv_surrogate`.
+Anything else raises a `ValueError` that repeats this table; Monte Carlo
+estimators (`divjax.surrogate`, every one of them) work in any ``d``.
+`divjax.divergence` and `divjax.exact_grad` route d-dimensional targets here.
 ``d = 1`` routes to the 1-D code (`divjax.divergence`), so results are unchanged.
 
 chi2_forward. ``N_i N_j = N(m_i; m_j, A_i + A_j) N(x; c, C)`` with
@@ -35,6 +37,7 @@ chi2_reverse the centres of ``q^2 / N_k``), under ``stop_gradient`` as in 1-D.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -45,7 +48,7 @@ from jax.scipy.special import logsumexp
 from divjax import estimators as _est
 from divjax.divergences import DIVERGENCES, divergence
 from divjax.families import Gaussian
-from divjax.mv_families import DiagGaussian, FullRankGaussian, MixtureGaussian, MvGaussianMixture
+from divjax.mv_families import DiagGaussian, FullRankGaussian, MvGaussianMixture
 from divjax.targets import GaussianMixture
 
 _LOG_2PI = 1.8378770664093453
@@ -53,17 +56,12 @@ EXACTNESS = (
     "exact in d dimensions: chi2_forward (value, gradient) in any d; kl_forward gradient "
     "in any d, its value in d <= 2 (in any d up to the q-independent E_p[log p], see "
     "cross_entropy); kl_reverse and chi2_reverse in d <= 2 (quadrature). Otherwise use "
-    "a Monte Carlo estimator (mv_surrogate)."
+    "a Monte Carlo estimator (divjax.surrogate)."
 )
-MV_ESTIMATORS: dict[str, tuple[str, ...]] = {
-    "kl_forward": ("exact", "snis", "snis_dreg"),
-    "kl_reverse": ("exact", "reinforce", "reinforce_loo", "reparam", "stl", "iwae", "iwae_dreg"),
-    "chi2_forward": ("exact", "snis2"),
-    "chi2_reverse": ("exact", "score", "score_sn", "reparam"),
-}
-# A MixtureGaussian q: pathwise estimators miss the logits' gradient (the component
-# draw is not reparameterizable); score-function and SNIS estimators do not.
-MIXTURE_ESTIMATORS = ("snis", "reinforce", "reinforce_loo", "snis2", "score", "score_sn")
+# Every estimator works in d dimensions through `divjax.surrogate`; these names
+# stay for code written against the first d-dimensional release.
+MV_ESTIMATORS = _est.ESTIMATORS
+MIXTURE_ESTIMATORS = _est.MIXTURE_ESTIMATORS
 _GL_T, _GL_W = np.polynomial.legendre.leggauss(8)
 _U = np.concatenate([np.arange(-12.0, 12.5, 1.0), [-24.0, -16.0, 16.0, 24.0]])
 
@@ -234,83 +232,40 @@ def mv_exact_grad(name: str, p: MvGaussianMixture, q):
     return jax.tree_util.tree_map(lambda v: jnp.where(jnp.isinf(value), jnp.inf, v), g)
 
 
-def _exact_spec(name, target):
-    def spec(q, key, x, log_w, log_p):
-        g = jax.lax.stop_gradient(mv_exact_grad(name, target, q))
-        value = jax.lax.stop_gradient(
-            cross_entropy(target, q)
-            if name == "kl_forward" and target.dim > 2
-            else mv_divergence(name, target, q)
-        )
-        inf = jnp.isinf(value)
-        g = jax.tree_util.tree_map(lambda a: jnp.where(inf, 1.0, a), g)
-        k = x.shape[0]
+def check_exact(name: str, p: MvGaussianMixture) -> None:
+    """Raises a `ValueError` (quoting `EXACTNESS`) where ``name`` has no exact gradient."""
+    if name not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {name!r}; valid choices: {', '.join(DIVERGENCES)}")
+    if name in ("kl_reverse", "chi2_reverse") and p.dim > 2:
+        raise _unsupported(name, p, "gradient")
 
-        def terms(q_):
-            dots = jax.tree_util.tree_map(lambda a, b: jnp.sum(a * b), g, q_)
-            return jnp.full((k,), sum(jax.tree_util.tree_leaves(dots))) / k
 
-        return _est._Spec(value, terms, jnp.where(inf, jnp.inf, 0.0).astype(log_w.dtype))
+def exact_fns(name: str, p: MvGaussianMixture):
+    r"""``(value_fn, grad_fn)`` of ``q`` for the ``"exact"`` estimator in ``d`` dimensions.
 
-    return spec
+    The value is `mv_divergence`, except for ``kl_forward`` in ``d > 2`` where
+    it is `cross_entropy` (the divergence up to the q-independent ``E_p[log p]``).
+    """
+    check_exact(name, p)
+    if name == "kl_forward" and p.dim > 2:
+        return functools.partial(cross_entropy, p), functools.partial(mv_exact_grad, name, p)
+    return functools.partial(mv_divergence, name, p), functools.partial(mv_exact_grad, name, p)
 
 
 def mv_surrogate(name: str, estimator: str, target, num_samples: int):
-    r"""`divjax.surrogate` in ``d`` dimensions: ``loss_fn(q, key) -> (loss, aux)``.
+    r"""`divjax.surrogate`, which takes d-dimensional targets and families itself.
 
-    ``q`` is a `DiagGaussian`, `FullRankGaussian` or `MixtureGaussian` (the
-    latter with `MIXTURE_ESTIMATORS` only). Monte Carlo estimators are exactly
-    `divjax.surrogate`'s (they only use ``q.sample`` and ``q.log_prob``; a
-    `MvGaussianMixture` target is passed as its ``log_prob``); ``"exact"`` uses
-    `mv_exact_grad` (for ``kl_forward`` in ``d > 2`` the loss value is the
-    cross-entropy, the divergence up to a q-independent constant).
-    ``aux.samples`` is ``(K, d)``.
-
-    Raises:
-      ValueError: unknown divergence/estimator (naming the valid ones), an
-        estimator that does not apply to a `MixtureGaussian` q (at call time),
-        or, at call time, ``"exact"`` where nothing is exact (`EXACTNESS`).
+    Kept for code written against the first d-dimensional release: the same
+    function with the same checks (``"exact"`` uses `mv_exact_grad`; for
+    ``kl_forward`` in ``d > 2`` its loss value is the cross-entropy).
     """
-    if name not in MV_ESTIMATORS:
-        raise ValueError(f"unknown divergence {name!r}; valid choices: {', '.join(DIVERGENCES)}")
-    if estimator not in MV_ESTIMATORS[name]:
-        raise ValueError(
-            f"estimator {estimator!r} is not available for {name!r} in d dimensions; "
-            f"valid choices: {', '.join(MV_ESTIMATORS[name])}"
-        )
-    if estimator == "exact":
-        if not isinstance(target, MvGaussianMixture):
-            raise ValueError("estimator 'exact' needs a divjax.MvGaussianMixture target")
-        make = _exact_spec(name, target)
-        log_p = target.log_prob
-
-        def exact_fn(q, key):
-            if name in ("kl_reverse", "chi2_reverse") and target.dim > 2:
-                raise _unsupported(name, target, "gradient")
-            x = _est.stop(q.sample(key, num_samples))
-            log_w = _est.stop(log_p(x) - q.log_prob(x))
-            return _est._assemble(q, make(q, key, x, log_w, log_p), x, log_w)
-
-        return exact_fn
-    log_p = target.log_prob if isinstance(target, MvGaussianMixture) else target
-    inner = _est.surrogate(name, estimator, log_p, num_samples)
-
-    def loss_fn(q, key):
-        if isinstance(q, MixtureGaussian) and estimator not in MIXTURE_ESTIMATORS:
-            raise ValueError(
-                f"estimator {estimator!r} differentiates through samples, which a MixtureGaussian "
-                f"q reparameterizes only within components (biased for its logits); use one of "
-                f"{', '.join(MIXTURE_ESTIMATORS)}"
-            )
-        if q.dim != (target.dim if isinstance(target, MvGaussianMixture) else q.dim):
-            raise ValueError(f"dimension mismatch: p has d = {target.dim}, q has d = {q.dim}")
-        return inner(q, key)
-
-    return loss_fn
+    return _est.surrogate(name, estimator, target, num_samples)
 
 
 __all__ = [
     "EXACTNESS",
+    "check_exact",
+    "exact_fns",
     "MIXTURE_ESTIMATORS",
     "MV_ESTIMATORS",
     "chi2_reverse_is_infinite",

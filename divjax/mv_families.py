@@ -72,6 +72,15 @@ class MvGaussianMixture(_MvMixtureParams):
     def __new__(cls, weights, locs, scales=None, *, covs=None):
         if (scales is None) == (covs is None):
             raise ValueError("give exactly one of scales (M, d) and covs (M, d, d)")
+        if not _checks.is_concrete(weights, locs, *(a for a in (scales, covs) if a is not None)):
+            # Traced (inside jit/vmap): no validation, as for the 1-D target.
+            w, m = jnp.atleast_1d(jnp.asarray(weights)), jnp.asarray(locs)
+            trils = (
+                jax.vmap(jnp.diag)(jnp.asarray(scales))
+                if covs is None
+                else jnp.linalg.cholesky(jnp.asarray(covs))
+            )
+            return super().__new__(cls, w, m, trils)
         weights = jnp.atleast_1d(_checks.as_float_array(weights, "weights"))
         locs = _checks.as_float_array(locs, "locs")
         if weights.ndim != 1 or locs.ndim != 2 or locs.shape[0] != weights.shape[0]:

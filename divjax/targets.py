@@ -11,9 +11,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from divjax import _checks
+from divjax.mv_families import MvGaussianMixture
 
 _LOG_2PI = 1.8378770664093453
 
@@ -25,26 +27,38 @@ class _MixtureParams(NamedTuple):
 
 
 class GaussianMixture(_MixtureParams):
-    r"""A 1-D Gaussian mixture target, a pytree of ``(weights, locs, scales)``.
+    r"""A Gaussian mixture target; 1-D, or ``d``-dimensional given ``(M, d)`` locs.
 
-    Shapes: ``weights``, ``locs`` and ``scales`` are ``(M,)`` for ``M``
-    components (``locs`` and diagonal ``scales`` become ``(M, d)`` in ``d``
-    dimensions; the component axis is always first among the trailing axes).
+    In 1-D it is a pytree of ``(weights, locs, scales)``, each ``(M,)`` for
+    ``M`` components. Given ``locs`` of shape ``(M, d)`` (with diagonal
+    ``scales`` ``(M, d)`` or full covariances ``covs=(M, d, d)``) the
+    constructor returns the d-dimensional target, a
+    `divjax.mv_families.MvGaussianMixture` (``d = 1`` included: ``(M, 1)``
+    locs give the same numbers as ``(M,)`` ones). One constructor, two pytree
+    types: the 1-D code relies on ``(M,)`` leaves, so ``isinstance(p,
+    GaussianMixture)`` is true of 1-D targets only.
 
     Args:
       weights: positive component weights; need not sum to one, the mass is
         ``Z = sum(weights)``.
-      locs: component means.
-      scales: positive component standard deviations.
+      locs: component means, ``(M,)`` or ``(M, d)``.
+      scales: positive component standard deviations, ``(M,)`` or ``(M, d)``.
+      covs: keyword-only, ``(M, d, d)`` symmetric positive-definite
+        covariances instead of ``scales``.
 
     Raises:
       ValueError: non-positive or non-finite weights or scales, non-finite
-        locations, or mismatched lengths (checked on concrete inputs).
+        locations, mismatched lengths or dimensions, covariances that are not
+        symmetric positive definite (checked on concrete inputs).
     """
 
     __slots__ = ()
 
-    def __new__(cls, weights, locs, scales):
+    def __new__(cls, weights, locs, scales=None, *, covs=None):
+        if covs is not None or np.ndim(locs) == 2:
+            return MvGaussianMixture(weights, locs, scales, covs=covs)
+        if scales is None:
+            raise ValueError("scales is required: (M,) standard deviations for a 1-D target")
         if _checks.is_concrete(weights, locs, scales):
             weights = _checks.as_float_array(weights, "weights")
             locs = _checks.as_float_array(locs, "locs")
@@ -63,6 +77,11 @@ class GaussianMixture(_MixtureParams):
     @property
     def num_components(self) -> int:
         return self.weights.shape[-1]
+
+    @property
+    def dim(self) -> int:
+        """Always 1 (a d-dimensional target is a `MvGaussianMixture`)."""
+        return 1
 
     @property
     def log_normalizer(self) -> jax.Array:

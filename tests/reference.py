@@ -22,6 +22,16 @@ def _crossings(w, m, s):
     return out
 
 
+def _pair_centres(m, s, loc, scale):
+    """Centres and precisions of the Gaussian-shaped terms N_i N_j / q of p^2 / q."""
+    out = []
+    for i in range(len(m)):
+        for j in range(len(m)):
+            lij = 1 / s[i] ** 2 + 1 / s[j] ** 2 - 1 / scale**2
+            out.append(((m[i] / s[i] ** 2 + m[j] / s[j] ** 2 - loc / scale**2) / lij, lij))
+    return out
+
+
 def divergence(name, weights, locs, scales, loc, scale):
     """The divergence between the normalized mixture and N(loc, scale^2), by scipy.quad."""
     w = np.asarray(weights, float) / np.sum(weights)
@@ -56,12 +66,16 @@ def divergence(name, weights, locs, scales, loc, scale):
                 lo, hi = min(lo, ck - 40 / np.sqrt(lk)), max(hi, ck + 40 / np.sqrt(lk))
     if name == "chi2_forward":
         # p^2 / q is a sum of Gaussian-shaped terms N_i N_j / q whose centres can lie far out.
-        for i in range(len(m)):
-            for j in range(len(m)):
-                lij = 1 / s[i] ** 2 + 1 / s[j] ** 2 - 1 / scale**2
-                cij = (m[i] / s[i] ** 2 + m[j] / s[j] ** 2 - loc / scale**2) / lij
-                pts.append(cij)
-                lo, hi = min(lo, cij - 40 / np.sqrt(lij)), max(hi, cij + 40 / np.sqrt(lij))
+        for cij, lij in _pair_centres(m, s, loc, scale):
+            pts.append(cij)
+            lo, hi = min(lo, cij - 40 / np.sqrt(lij)), max(hi, cij + 40 / np.sqrt(lij))
+    # Graded points around every centre, so that no narrow peak can sit inside
+    # an interval where Gauss-Kronrod samples nothing of it (seen: p = N(0, 0.05^2)
+    # against q = N(0, 16^2) once returned chi^2 = -1).
+    widths = [(mk, sk) for mk, sk in zip(m, s)] + [(loc, scale)]
+    if name == "chi2_forward":
+        widths += [(c, 1 / np.sqrt(l_)) for c, l_ in _pair_centres(m, s, loc, scale)]
+    pts += [c + k * w_ for c, w_ in widths for k in (-16, -4, -1, 1, 4, 16)]
     pts = [lo] + sorted(x for x in set(pts) if lo < x < hi) + [hi]
     total = 0.0
     for a, b in zip(pts[:-1], pts[1:]):
