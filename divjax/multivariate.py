@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from divjax import _linalg
 from divjax import estimators as _est
 from divjax.divergences import DIVERGENCES, divergence
 from divjax.families import Gaussian
@@ -90,33 +91,35 @@ def cross_entropy(p: MvGaussianMixture, q) -> jax.Array:
     tril = q.scale_tril
     diff = p.mean() - q.loc
     second = p.covariance() + diff[:, None] * diff[None, :]
-    inv = jax.scipy.linalg.solve_triangular(tril, jnp.eye(q.dim, dtype=tril.dtype), lower=True)
+    inv = _linalg.solve_lower(tril, jnp.eye(q.dim, dtype=tril.dtype)).T  # tril^{-1}
     log_det = jnp.sum(jnp.log(jnp.diagonal(tril)))
     return 0.5 * q.dim * _LOG_2PI + log_det + 0.5 * jnp.sum((inv @ second) * inv)
 
 
 def _chi2_forward_log1p(p: MvGaussianMixture, q):
+    # Batched over pairs of components: plain-jnp linear algebra (divjax._linalg).
     a = p.covs
     ai, aj = a[:, None], a[None, :]
     mi, mj = p.locs[:, None], p.locs[None, :]
     s_sum = ai + aj
-    cmat = ai @ jnp.linalg.solve(s_sum, aj)
+    s_inv = _linalg.inv_spd(s_sum)
+    cmat = ai @ s_inv @ aj
     cmat = 0.5 * (cmat + jnp.swapaxes(cmat, -1, -2))
-    centre = jnp.einsum(
-        "...ij,...j->...i", aj, jnp.linalg.solve(s_sum, mi[..., None])[..., 0]
-    ) + jnp.einsum("...ij,...j->...i", ai, jnp.linalg.solve(s_sum, mj[..., None])[..., 0])
+    centre = jnp.einsum("...ij,...j->...i", aj @ s_inv, mi) + jnp.einsum(
+        "...ij,...j->...i", ai @ s_inv, mj
+    )
     dm = mi - mj
-    log_n = -0.5 * (jnp.linalg.slogdet(s_sum)[1] + p.dim * _LOG_2PI) - 0.5 * jnp.sum(
-        dm * jnp.linalg.solve(s_sum, dm[..., None])[..., 0], -1
+    log_n = -0.5 * (_linalg.logdet_spd(s_sum) + p.dim * _LOG_2PI) - 0.5 * jnp.einsum(
+        "...i,...ij,...j->...", dm, s_inv, dm
     )
     sq = q.cov
     dmat = sq - cmat
-    pd = jax.lax.stop_gradient(jnp.min(jnp.linalg.eigvalsh(dmat), axis=-1) > 0)
+    pd = jax.lax.stop_gradient(_linalg.is_positive_definite(dmat))
     dmat = jnp.where(pd[..., None, None], dmat, jnp.eye(p.dim, dtype=dmat.dtype))
     diff = centre - q.loc
-    quad = jnp.sum(diff * jnp.linalg.solve(dmat, diff[..., None])[..., 0], -1)
+    quad = jnp.sum(diff * _linalg.solve_spd(dmat, diff), -1)
     log_det_q = 2.0 * jnp.sum(jnp.log(jnp.diagonal(q.scale_tril)))
-    log_int = log_n + 0.5 * p.dim * _LOG_2PI + log_det_q - 0.5 * jnp.linalg.slogdet(dmat)[1]
+    log_int = log_n + 0.5 * p.dim * _LOG_2PI + log_det_q - 0.5 * _linalg.logdet_spd(dmat)
     log_pi = jnp.log(p.probs)
     log_terms = log_pi[:, None] + log_pi[None, :] + log_int + 0.5 * quad
     return jnp.where(jnp.all(pd), logsumexp(log_terms), jnp.inf)
@@ -146,12 +149,12 @@ def grid_nodes(p: MvGaussianMixture, q, extra_locs=None, extra_covs=None):
 
 
 def _chi2_reverse_anchors(p, q):
-    s_inv = jnp.linalg.inv(q.cov)
-    a_inv = jnp.linalg.inv(p.covs)
+    s_inv = _linalg.inv_spd(q.cov)
+    a_inv = _linalg.inv_spd(p.covs)
     lam = 2.0 * s_inv - a_inv
-    pd = jnp.min(jnp.linalg.eigvalsh(lam), -1) > 0
+    pd = _linalg.is_positive_definite(lam)
     lam = jnp.where(pd[:, None, None], lam, s_inv)
-    cov = jnp.linalg.inv(lam)
+    cov = _linalg.inv_spd(lam)
     rhs = 2.0 * s_inv @ q.loc - jnp.einsum("kij,kj->ki", a_inv, p.locs)
     centre = jnp.where(pd[:, None], jnp.einsum("kij,kj->ki", cov, rhs), q.loc)
     return centre, cov
@@ -161,8 +164,8 @@ def chi2_reverse_is_infinite(p: MvGaussianMixture, q) -> jax.Array:
     """``chi^2(q || p) = inf`` in d = 2 (the direction test of the module docstring)."""
     th = jnp.linspace(0.0, math.pi, 720, endpoint=False, dtype=p.locs.dtype)
     v = jnp.stack([jnp.cos(th), jnp.sin(th)], -1)
-    qf = jnp.einsum("ni,ij,nj->n", v, jnp.linalg.inv(q.cov), v)
-    pf = jnp.einsum("ni,kij,nj->kn", v, jnp.linalg.inv(p.covs), v)
+    qf = jnp.einsum("ni,ij,nj->n", v, _linalg.inv_spd(q.cov), v)
+    pf = jnp.einsum("ni,kij,nj->kn", v, _linalg.inv_spd(p.covs), v)
     return jnp.any(2.0 * qf <= jnp.min(pf, 0))
 
 

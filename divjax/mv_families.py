@@ -19,10 +19,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from divjax import _checks
+from divjax import _checks, _linalg
 
 _LOG_2PI = 1.8378770664093453
 
@@ -35,9 +34,7 @@ def _register(cls):
 def _mvn_log_prob(x, loc, tril):
     """``log N(x; loc, tril tril^T)`` for ``x`` of shape ``(..., d)``."""
     d = loc.shape[-1]
-    diff = jnp.asarray(x) - loc
-    flat = diff.reshape(-1, d)
-    z = solve_triangular(tril, flat.T, lower=True).T.reshape(diff.shape)
+    z = _linalg.solve_lower(tril, jnp.asarray(x) - loc)  # no LAPACK: see divjax._linalg
     log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(tril))))
     return -0.5 * jnp.sum(z**2, axis=-1) - log_det - 0.5 * d * _LOG_2PI
 
@@ -78,7 +75,7 @@ class MvGaussianMixture(_MvMixtureParams):
             trils = (
                 jax.vmap(jnp.diag)(jnp.asarray(scales))
                 if covs is None
-                else jnp.linalg.cholesky(jnp.asarray(covs))
+                else _linalg.cholesky(jnp.asarray(covs))
             )
             return super().__new__(cls, w, m, trils)
         weights = jnp.atleast_1d(_checks.as_float_array(weights, "weights"))
