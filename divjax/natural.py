@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from divjax import _linalg
 from divjax.parameterizations import PARAMETERIZATIONS, Parameterization, get_parameterization
 
 
@@ -66,7 +67,8 @@ def natural_direction(
 
     def solve(t, g):
         f = param.fisher(t) + damping * jnp.eye(2, dtype=g.dtype)
-        return jnp.linalg.solve(f, g)
+        # The Fisher is symmetric positive definite; no LAPACK (see divjax._linalg).
+        return _linalg.solve_spd(f, g)
 
     theta, grad = jnp.asarray(theta), jnp.asarray(grad)
     if theta.shape[-1:] != (2,) or grad.shape != theta.shape:
