@@ -22,6 +22,7 @@ from divjax import _progress
 from divjax.divergences import divergence
 from divjax.estimators import Stateful, check_estimator, stateful_surrogate, stateless
 from divjax.families import Gaussian
+from divjax.mv_families import DiagGaussian, FullRankGaussian, MixtureGaussian, MvGaussianMixture
 from divjax.natural import wrap_optimizer
 from divjax.optima import Optima, optimal_q
 from divjax.parameterizations import Parameterization, get_parameterization, mu_log_sigma
@@ -154,6 +155,27 @@ def _scale_bounds(dtype) -> tuple[float, float]:
     return 0.5 * math.log(float(info.tiny)), 0.5 * math.log(float(info.max))
 
 
+def family_log_scales(q) -> jax.Array:
+    """The log standard deviations of ``q`` along its axes (all components), for the range check."""
+    if isinstance(q, (Gaussian, DiagGaussian)):
+        return jnp.asarray(q.log_scale)
+    if isinstance(q, FullRankGaussian):
+        return jnp.diagonal(q.chol, axis1=-2, axis2=-1)
+    return jnp.asarray(q.log_scales)
+
+
+# d-dimensional families are fitted in their own unconstrained parameters
+# (loc, log_scale / chol / logits): every value is a valid q.
+own_parameters = Parameterization(
+    "own",
+    lambda theta: theta,
+    lambda q: q,
+    None,
+    lambda theta: jnp.asarray(True),
+    None,
+)
+
+
 def init_state(
     q0: Gaussian,
     optimizer: optax.GradientTransformation,
@@ -164,7 +186,7 @@ def init_state(
     """The state before the first step; ``estimator.init(q0, fold_in(key, 1))`` starts its state."""
     zero = jnp.zeros((), jnp.int32)
     params = parameterization.from_gaussian(q0)
-    average = Gaussian._make((jnp.asarray(q0.loc), jnp.asarray(q0.log_scale)))
+    average = jax.tree_util.tree_map(jnp.asarray, q0)
     est_state = () if estimator is None else estimator.init(q0, jax.random.fold_in(key, 1))
     return FitState(params, optimizer.init(params), key, zero, zero - 1, zero, average, est_state)
 
@@ -190,7 +212,7 @@ def make_step(
     gradient is ``jax.grad`` through ``to_gaussian``. Once a fit has diverged
     every later step is a no-op, so a batch of fits (``vmap``) can run the
     same number of steps whatever happens to each. ``state.average`` is an
-    exponential moving average (rate ``average_rate``) of ``(loc, log_scale)``.
+    exponential moving average (rate ``average_rate``) of ``q``'s parameters.
     """
     to_q = parameterization.to_gaussian
     est = loss_fn if isinstance(loss_fn, Stateful) else stateless(loss_fn)
@@ -204,11 +226,12 @@ def make_step(
         updates, opt_state = optimizer.update(grad, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         q = to_q(params)
-        lo, hi = _scale_bounds(q.log_scale.dtype)
+        log_scales = family_log_scales(q)
+        lo, hi = _scale_bounds(log_scales.dtype)
         grad_ok = _tree_finite(grad)
         domain_ok = parameterization.in_domain(params) | ~_tree_finite(params)
         params_ok = _tree_finite(params) & _tree_finite(q)
-        scale_ok = (q.log_scale > lo) & (q.log_scale < hi)
+        scale_ok = jnp.all((log_scales > lo) & (log_scales < hi))
         # The first failed check, in priority order, names the reason.
         reason = jnp.select(
             [~grad_ok, ~domain_ok, ~params_ok, ~scale_ok],
@@ -246,6 +269,8 @@ def classify(
     """
     if optima is None:
         return jnp.full(jnp.shape(diverged_at), UNKNOWN, jnp.int32)
+    if not isinstance(q, Gaussian):
+        return _classify_mv(q, diverged_at, optima, tol)
     loc = jnp.asarray(q.loc)[..., None]
     log_scale = jnp.asarray(q.log_scale)[..., None]
     near = (jnp.abs(loc - optima.q.loc) < tol * optima.q.scale) & (
@@ -253,6 +278,63 @@ def classify(
     )
     idx = jnp.where(jnp.any(near, axis=-1), jnp.argmax(near, axis=-1), STUCK).astype(jnp.int32)
     return jnp.where(diverged_at >= 0, UNKNOWN, idx)
+
+
+def _classify_mv(q, diverged_at, optima: Optima, tol: float) -> jax.Array:
+    """`classify` for d-dimensional q: every axis's loc and log sd within ``tol``."""
+    sd = jnp.sqrt(jnp.diagonal(q.cov, axis1=-2, axis2=-1))  # (d,)
+    opt_sd = jnp.sqrt(jnp.diagonal(optima.q.cov, axis1=-2, axis2=-1))  # (n, d)
+    near = jnp.all(jnp.abs(q.loc - optima.q.loc) < tol * opt_sd, axis=-1) & jnp.all(
+        jnp.abs(jnp.log(sd) - jnp.log(opt_sd)) < tol, axis=-1
+    )
+    idx = jnp.where(jnp.any(near), jnp.argmax(near), STUCK).astype(jnp.int32)
+    return jnp.where(diverged_at >= 0, UNKNOWN, idx)
+
+
+def _check_family(q0, target, name, parameterization, natural_gradient, fixed_scale):
+    """Raises `ValueError` where ``q0`` does not fit; True when ``q0`` is d-dimensional."""
+    if isinstance(q0, Gaussian):
+        if isinstance(target, MvGaussianMixture):
+            raise ValueError(
+                "a d-dimensional target needs a DiagGaussian, FullRankGaussian or "
+                "MixtureGaussian q0, got Gaussian"
+            )
+        return False
+    if not isinstance(q0, (DiagGaussian, FullRankGaussian, MixtureGaussian)):
+        raise ValueError(
+            "q0 must be a divjax.Gaussian, DiagGaussian, FullRankGaussian or MixtureGaussian, "
+            f"got {type(q0).__name__}"
+        )
+    if isinstance(target, GaussianMixture):
+        raise ValueError(
+            f"a 1-D GaussianMixture target needs a divjax.Gaussian q0, got {type(q0).__name__}"
+        )
+    if parameterization != "mu_log_sigma" or natural_gradient or fixed_scale:
+        raise ValueError(
+            f"a {type(q0).__name__} q0 is fitted in its own unconstrained parameters: "
+            "parameterization, natural_gradient and fixed_scale apply to the 1-D Gaussian only"
+        )
+    return True
+
+
+def _exact_value_available(name, target, q0) -> bool:
+    """Whether `divergence` gives the exact value at every ``q`` of ``q0``'s family."""
+    if isinstance(target, GaussianMixture):
+        return True
+    if not isinstance(target, MvGaussianMixture) or isinstance(q0, MixtureGaussian):
+        return False
+    return name == "chi2_forward" or target.dim <= 2
+
+
+def _default_optima(name, target, q0) -> Optima | None:
+    if isinstance(target, GaussianMixture):
+        return optimal_q(name, target)
+    if not _exact_value_available(name, target, q0) and name != "kl_forward":
+        return None
+    if isinstance(q0, MixtureGaussian) or not isinstance(target, MvGaussianMixture):
+        return None
+    family = "diag" if isinstance(q0, DiagGaussian) else "full"
+    return optimal_q(name, target, family=family)
 
 
 def resolve_optimizer(optimizer, learning_rate, momentum) -> optax.GradientTransformation:
@@ -290,9 +372,12 @@ def fit(
     r"""Fits ``q`` to ``target`` by descending the divergence ``name``.
 
     Args:
-      target: a `GaussianMixture`, or a callable unnormalized ``log p~(x)``
-        (Monte Carlo estimators only).
-      q0: the starting `Gaussian`.
+      target: a `GaussianMixture` (1-D or d-dimensional), or a callable
+        unnormalized ``log p~(x)`` (Monte Carlo estimators only).
+      q0: the starting `Gaussian` (1-D), or in ``d`` dimensions a
+        `DiagGaussian`, `FullRankGaussian` or `MixtureGaussian`, fitted in its
+        own unconstrained parameters (``parameterization``,
+        ``natural_gradient`` and ``fixed_scale`` are for the 1-D `Gaussian`).
       name: one of `divjax.DIVERGENCES`.
       estimator: one of ``divjax.ESTIMATORS[name]``; ``"exact"`` by default.
       num_samples: ``K``, Monte Carlo samples per step (static: fixes shapes).
@@ -305,9 +390,12 @@ def fit(
       parameterization: the coordinates gradient descent runs in (a name in
         `divjax.PARAMETERIZATIONS` or a `Parameterization`).
       trace_value: record the exact divergence after every step (costs one
-        exact evaluation per step; ignored for callable targets).
+        exact evaluation per step; ignored where no exact value exists:
+        callable targets, a `MixtureGaussian` q, reverse divergences and
+        ``kl_forward`` beyond ``d = 2``).
       optima: the `Optima` to classify the final ``q`` against; computed with
-        `divjax.optimal_q` for a `GaussianMixture` target when omitted.
+        `divjax.optimal_q` for a `GaussianMixture` target when omitted (in
+        ``d`` dimensions where `optimal_q` can: not for a `MixtureGaussian`).
       tol: closeness to an optimum, see `classify`.
       progress: show a progress bar (default: only on a terminal, and only
         once the fit has run for two seconds).
@@ -327,7 +415,10 @@ def fit(
       `OUT_OF_DOMAIN`.
     """
     check_estimator(name, estimator, target, num_samples)
+    multivariate = _check_family(q0, target, name, parameterization, natural_gradient, fixed_scale)
     optimizer = resolve_optimizer(optimizer, learning_rate, momentum)
+    if multivariate:
+        parameterization = own_parameters
     optimizer = wrap_optimizer(
         optimizer,
         get_parameterization(parameterization),
@@ -342,9 +433,9 @@ def fit(
         key = jax.random.key(0)
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    exact_available = isinstance(target, GaussianMixture)
-    if optima is None and exact_available:
-        optima = optimal_q(name, target)
+    exact_available = _exact_value_available(name, target, q0)
+    if optima is None:
+        optima = _default_optima(name, target, q0)
 
     param = get_parameterization(parameterization)
     est = stateful_surrogate(name, estimator, target, num_samples)
@@ -365,9 +456,8 @@ def fit(
         advance, state, num_steps, desc=f"fit {name}/{estimator}", enabled=progress
     )
     q = param.to_gaussian(state.params)
-    final_value = (
-        divergence(name, target, q) if exact_available else jnp.asarray(jnp.nan, q0.loc.dtype)
-    )
+    dtype = jax.tree_util.tree_leaves(q0)[0].dtype
+    final_value = divergence(name, target, q) if exact_available else jnp.asarray(jnp.nan, dtype)
     status = FitStatus(
         diverged_at=state.diverged_at,
         reason=state.reason,

@@ -186,11 +186,14 @@ class DiagGaussian(_DiagParams):
 
     @property
     def scale_tril(self) -> jax.Array:
-        return jnp.diag(jnp.exp(self.log_scale))
+        """``(..., d, d)``, batch-safe like `cov`."""
+        return jnp.exp(self.log_scale)[..., None] * jnp.eye(self.dim, dtype=self.log_scale.dtype)
 
     @property
     def cov(self) -> jax.Array:
-        return jnp.diag(jnp.exp(2.0 * self.log_scale))
+        return jnp.exp(2.0 * self.log_scale)[..., None] * jnp.eye(
+            self.dim, dtype=self.log_scale.dtype
+        )
 
     def log_prob(self, x) -> jax.Array:
         z = (jnp.asarray(x) - self.loc) * jnp.exp(-self.log_scale)
@@ -245,12 +248,14 @@ class FullRankGaussian(_FullParams):
 
     @property
     def scale_tril(self) -> jax.Array:
-        return jnp.tril(self.chol, -1) + jnp.diag(jnp.exp(jnp.diagonal(self.chol)))
+        """``(..., d, d)``; batch-safe (a batched ``q`` gives a batch of factors)."""
+        diag = jnp.exp(jnp.diagonal(self.chol, axis1=-2, axis2=-1))
+        return jnp.tril(self.chol, -1) + diag[..., None] * jnp.eye(self.dim, dtype=diag.dtype)
 
     @property
     def cov(self) -> jax.Array:
         t = self.scale_tril
-        return t @ t.T
+        return t @ jnp.swapaxes(t, -1, -2)
 
     def log_prob(self, x) -> jax.Array:
         return _mvn_log_prob(x, self.loc, self.scale_tril)

@@ -149,3 +149,67 @@ def test_float64(optima):
         res = dj.fit(p, dj.default_q0(), "kl_forward", num_steps=800, trace_value=False)
         assert res.q.loc.dtype == jnp.float64
         assert float(res.q.loc) == pytest.approx(1.5, abs=1e-6)
+
+
+# --- d dimensions: the same fit, q in its own unconstrained parameters ---------
+
+
+def _p2d():
+    return dj.GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[0.7, 1.0], [1.0, 0.8]])
+
+
+def test_mixture_q_recovers_a_2d_mixture_by_reinforce_cv():
+    """A two-component MixtureGaussian can equal p, so reverse KL's minimum is p itself."""
+    p = _p2d()
+    q0 = dj.MixtureGaussian(jnp.zeros(2), jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.zeros((2, 2)))
+    res = dj.fit(
+        p, q0, "kl_reverse", "reinforce_cv", num_samples=32, key=jax.random.key(0),
+        num_steps=3000, learning_rate=0.01,
+    )  # fmt: skip
+    order = np.argsort(np.asarray(res.q.locs[:, 0]))
+    np.testing.assert_allclose(res.q.locs[order], p.locs, atol=0.02)
+    np.testing.assert_allclose(np.exp(res.q.log_scales[order]), [[0.7, 1.0], [1.0, 0.8]], rtol=0.02)
+    np.testing.assert_allclose(jax.nn.softmax(res.q.logits)[order], [0.3, 0.7], atol=0.01)
+    # No exact value or optimum exists for a mixture q: said, not made up.
+    assert res.trace.value is None and np.isnan(float(res.status.final_value))
+    assert int(res.status.optimum) == UNKNOWN
+
+
+@pytest.mark.parametrize("family", ["diag", "full"])
+def test_exact_forward_fits_in_2d_reach_optimal_q(family):
+    p = dj.GaussianMixture(
+        [0.3, 0.7],
+        [[-2.0, 0.0], [2.0, 1.0]],
+        covs=[[[1.0, 0.3], [0.3, 0.5]], [[0.8, -0.2], [-0.2, 1.2]]],
+    )
+    q0 = (
+        dj.DiagGaussian([0.0, 0.0], [0.7, 0.7])
+        if family == "diag"
+        else dj.FullRankGaussian.from_cov([0.0, 0.0], [[4.0, 0.0], [0.0, 4.0]])
+    )
+    # chi2_forward's value is closed form in any d, so it is traced; kl_forward's
+    # needs 2-D quadrature at every step, so only its final value is computed.
+    res = dj.fit(p, q0, "chi2_forward", num_steps=1500, learning_rate=0.02)
+    assert int(res.status.optimum) == 0, res.status.describe()
+    assert res.trace.value.shape == (1500,)
+    assert float(res.status.final_value) < float(res.trace.value[0])
+    res = dj.fit(p, q0, "kl_forward", num_steps=1500, learning_rate=0.02, trace_value=False)
+    assert int(res.status.optimum) == 0, res.status.describe()
+    assert res.trace.value is None and np.isfinite(float(res.status.final_value))
+    np.testing.assert_allclose(res.q.loc, p.mean(), atol=1e-3)
+    cov = p.covariance() if family == "full" else jnp.diag(jnp.diagonal(p.covariance()))
+    np.testing.assert_allclose(res.q.cov, cov, atol=2e-3)
+
+
+def test_d_dimensional_fit_errors():
+    p, q = _p2d(), dj.DiagGaussian([0.0, 0.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match="needs a DiagGaussian, FullRankGaussian"):
+        dj.fit(p, dj.default_q0(), "kl_forward")
+    with pytest.raises(ValueError, match="needs a divjax.Gaussian q0"):
+        dj.fit(dj.default_target(), q, "kl_forward")
+    with pytest.raises(ValueError, match="own unconstrained parameters"):
+        dj.fit(p, q, "kl_forward", parameterization="natural")
+    with pytest.raises(ValueError, match="own unconstrained parameters"):
+        dj.fit(p, q, "kl_forward", natural_gradient=True)
+    with pytest.raises(ValueError, match="q0 must be"):
+        dj.fit(p, (0.0, 0.0), "kl_forward")
