@@ -21,6 +21,7 @@ MINE = [
     "reverse_kl_mode_locking",
     "infinite_chi2",
     "verify_gradient",
+    "beyond_1d",
 ]
 
 
@@ -85,3 +86,13 @@ def test_verify_gradient(tmp_path, capsys):
     findings, out = run("verify_gradient", tmp_path, capsys)
     assert findings["good_ok"] and not findings["bad_ok"]
     assert "PASS" in out and "FAIL" in out
+
+
+def test_beyond_1d(tmp_path, capsys):
+    findings, out = run("beyond_1d", tmp_path, capsys)
+    # One moment match; reverse KL has one minimum on this target (the small mode's
+    # basin is not a local minimum over full-rank q).
+    assert findings["optima"] == {"kl_forward": 1, "kl_reverse": 1, "chi2_forward": 1}
+    assert findings["fits"] == {"kl_forward": 0, "kl_reverse": 0}
+    assert findings["mixture_weights"] == pytest.approx([0.3, 0.7], abs=0.05)
+    assert "converged to the global optimum" in out
