@@ -61,7 +61,6 @@ from divjax.mv_families import DiagGaussian, FullRankGaussian, MvGaussianMixture
 from divjax.optima import FAMILIES, Optima, _check_points, _newton, _select, optimal_q
 from divjax.targets import GaussianMixture
 
-_LOG_2PI = 1.8378770664093453
 _GH_T, _GH_W = np.polynomial.hermite_e.hermegauss(32)
 # The Gauss-Hermite search only has to land in the right basin: it stops once
 # no step moves a parameter by more than _SEARCH_XTOL (its last steps would
@@ -88,23 +87,9 @@ def _to_theta(loc: np.ndarray, cov: np.ndarray, family: str) -> np.ndarray:
     return np.concatenate([loc, np.log(np.diagonal(tril)), lower])
 
 
-def _log_normals(x: jax.Array, locs: jax.Array, covs: jax.Array) -> jax.Array:
-    """``log N(x; m_k, A_k)``, shape ``x.shape[:-1] + (K,)``, through precision matrices.
-
-    Not `MvGaussianMixture.log_prob`: its triangular solve with hundreds of
-    thousands of right-hand sides, differentiated twice or batched inside the
-    Newton loop, intermittently never completes in XLA's CPU runtime (jaxlib
-    0.10: every thread idle, the result never ready).
-    """
-    diff = x[..., None, :] - locs
-    maha = jnp.einsum("...ki,kij,...kj->...k", diff, jnp.linalg.inv(covs), diff)
-    return -0.5 * (maha + jnp.linalg.slogdet(covs)[1] + locs.shape[-1] * _LOG_2PI)
-
-
 def _log_densities(p: MvGaussianMixture, q, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(log q(x), log p(x))``, p normalized."""
-    log_p = logsumexp(jnp.log(p.probs) + _log_normals(x, p.locs, p.covs), -1)
-    return _log_normals(x, q.loc[None], q.cov[None])[..., 0], log_p
+    return q.log_prob(x), p.normalized_log_prob(x)
 
 
 def _reverse_objective(name: str, p: MvGaussianMixture, family: str, rule: str):
