@@ -84,27 +84,18 @@ def _target_args(parser, *, required: bool) -> None:
         )
 
     kw = {"required": True} if required else {}
-    parser.add_argument(
-        "--weights",
-        type=_floats,
-        default=None if required else DEMO["weights"],
-        help=text("mixture weights, e.g. 0.3,0.7 (need not sum to 1)", "weights"),
-        **kw,
-    )
-    parser.add_argument(
-        "--locs",
-        type=_floats,
-        default=None if required else DEMO["locs"],
-        help=text("component means, e.g. --locs=-2,3 (use = when the first is negative)", "locs"),
-        **kw,
-    )
-    parser.add_argument(
-        "--scales",
-        type=_floats,
-        default=None if required else DEMO["scales"],
-        help=text("component standard deviations, e.g. 0.5,1", "scales"),
-        **kw,
-    )
+    for key, what in (
+        ("weights", "mixture weights, e.g. 0.3,0.7 (need not sum to 1)"),
+        ("locs", "component means, e.g. --locs=-2,3 (use = when the first is negative)"),
+        ("scales", "component standard deviations, e.g. 0.5,1"),
+    ):
+        parser.add_argument(
+            f"--{key}",
+            type=_floats,
+            default=None if required else DEMO[key],
+            help=text(what, key),
+            **kw,
+        )
     parser.add_argument(
         "--q0", type=_floats, default=(0.0, 5.0), help="start mean,variance (default: 0,5)"
     )

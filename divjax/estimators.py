@@ -500,6 +500,11 @@ def iwae_dreg(q, key, x, log_w, log_p) -> _Spec:
 # --- control variates with a batch-estimated optimal coefficient ---------------
 
 
+def _column(f: jax.Array, h: jax.Array) -> jax.Array:
+    """``(K,)`` ``f`` reshaped to broadcast against ``(K, ...)`` ``h``."""
+    return f.reshape(f.shape + (1,) * (h.ndim - 1))
+
+
 def _loo_coefficient(f: jax.Array, h: jax.Array) -> jax.Array:
     r"""``a_i = sum_{j != i} f_j h_j^2 / sum_{j != i} h_j^2`` per parameter, shape of ``h``.
 
@@ -508,7 +513,7 @@ def _loo_coefficient(f: jax.Array, h: jax.Array) -> jax.Array:
     (``E_q[s] = 0`` is known, so no centring), estimated without sample ``i``.
     ``f`` is ``(K,)``, ``h`` is ``(K, ...)`` (one column per parameter entry).
     """
-    f = f.reshape(f.shape + (1,) * (h.ndim - 1))
+    f = _column(f, h)
     h2 = h**2
     num = jnp.sum(f * h2, axis=0) - f * h2
     den = jnp.sum(h2, axis=0) - h2
@@ -534,9 +539,8 @@ def _linear_terms(coef):
 
 def _cv_coefficients(f: jax.Array, scores, factor: float):
     r"""``factor * (f_i - a_{-i,j}) s_j(x_i)`` per sample ``i`` and parameter entry ``j``."""
-    f_col = lambda h: f.reshape(f.shape + (1,) * (h.ndim - 1))  # noqa: E731
     return jax.tree_util.tree_map(
-        lambda h: factor * (f_col(h) - _loo_coefficient(f, h)) * h, scores
+        lambda h: factor * (_column(f, h) - _loo_coefficient(f, h)) * h, scores
     )
 
 
