@@ -4,117 +4,124 @@ The data path is one straight line: target and family -> divergence ->
 estimator (a surrogate loss) -> ``jax.grad`` -> optax -> ``lax.scan`` -> ``vmap``.
 """
 
-from divjax.alpha import (
-    ALPHA_DIVERGENCES,
-    ALPHA_ESTIMATORS,
-    alpha_divergence,
-    alpha_grad,
-    alpha_surrogate,
+from divjax.closed_forms import cross_entropy
+from divjax.coordinates import (
+    PARAMETERIZATIONS,
+    Parameterization,
+    convert,
+    get_parameterization,
+    grad_in,
 )
 from divjax.diagnostics import GradStats, grad_stats
 from divjax.divergences import (
+    ALPHA_DIVERGENCES,
     DIVERGENCES,
     autodiff_grad,
     divergence,
     exact_grad,
     infinite_reason,
     is_infinite,
+    log1p_divergence,
 )
 from divjax.estimators import (
     ESTIMATORS,
-    MIXTURE_ESTIMATORS,
+    REGISTRY,
+    EstimatorInfo,
+    MSCState,
     Stateful,
     SurrogateAux,
+    estimators_for,
     min_samples,
     stateful_surrogate,
     surrogate,
 )
-from divjax.families import Gaussian, default_q0
-from divjax.fit import FitResult, FitStatus, FitTrace, default_optimizer, fit
+from divjax.families import DiagGaussian, FullRankGaussian, Gaussian, MixtureGaussian, default_q0
+from divjax.fit import (
+    FitResult,
+    FitState,
+    FitTrace,
+    Fitter,
+    StepInfo,
+    default_optimizer,
+    fit,
+    fitter,
+)
 from divjax.gradcheck import GradCheck, check_grad
-from divjax.msc import MSCState
-from divjax.multivariate import (
-    MV_ESTIMATORS,
-    cross_entropy,
-    mv_divergence,
-    mv_exact_grad,
-    mv_surrogate,
-)
-from divjax.mv_families import DiagGaussian, FullRankGaussian, MixtureGaussian, MvGaussianMixture
+from divjax.landscape import hessian_eigenvalues, landscape_grid, path_values
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
-from divjax.optima import Optima, optimal_q
-from divjax.parameterizations import (
-    PARAMETERIZATIONS,
-    Parameterization,
-    convert,
-    get_parameterization,
-    grad_in,
-    hessian_eigenvalues,
-    landscape_grid,
-)
-from divjax.targets import GaussianMixture, default_target
+from divjax.optima import Optima, classify, optimal_q
+from divjax.status import FitStatus
+from divjax.sweeps import SweepResult, sweep
+from divjax.targets import GaussianMixture, LogDensity, as_target, default_target
+
+__version__ = "0.2.0"
 
 __all__ = [
     "ALPHA_DIVERGENCES",
-    "ALPHA_ESTIMATORS",
     "DIVERGENCES",
     "ESTIMATORS",
-    "MIXTURE_ESTIMATORS",
-    "MV_ESTIMATORS",
     "PARAMETERIZATIONS",
-    "alpha_divergence",
-    "alpha_grad",
-    "alpha_surrogate",
+    "REGISTRY",
+    "DiagGaussian",
+    "EstimatorInfo",
+    "Explorer",
+    "FitResult",
+    "FitState",
+    "FitStatus",
+    "FitTrace",
+    "Fitter",
+    "FullRankGaussian",
+    "Gaussian",
+    "GaussianMixture",
+    "GradCheck",
+    "GradStats",
+    "LogDensity",
+    "MSCState",
+    "MixtureGaussian",
+    "Optima",
+    "Parameterization",
+    "Stateful",
+    "StepInfo",
+    "SurrogateAux",
+    "SweepResult",
+    "__version__",
+    "as_target",
     "autodiff_grad",
     "check_grad",
+    "classify",
     "convert",
     "cross_entropy",
     "default_optimizer",
     "default_q0",
     "default_target",
-    "DiagGaussian",
     "divergence",
+    "estimators_for",
     "exact_grad",
     "explore",
-    "Explorer",
     "fit",
-    "FitResult",
-    "FitStatus",
-    "FitTrace",
-    "FullRankGaussian",
-    "Gaussian",
-    "GaussianMixture",
+    "fitter",
     "get_parameterization",
     "grad_in",
     "grad_stats",
-    "GradCheck",
-    "GradStats",
     "hessian_eigenvalues",
     "hold_scale",
     "infinite_reason",
     "is_infinite",
     "landscape_grid",
+    "log1p_divergence",
     "min_samples",
-    "MixtureGaussian",
-    "MSCState",
-    "mv_divergence",
-    "mv_exact_grad",
-    "mv_surrogate",
-    "MvGaussianMixture",
     "natural_direction",
     "natural_gradient",
-    "Optima",
     "optimal_q",
-    "Parameterization",
-    "Stateful",
+    "path_values",
     "stateful_surrogate",
     "surrogate",
-    "SurrogateAux",
+    "sweep",
     "wrap_optimizer",
 ]
 
 
-def __getattr__(name):  # lazy: the explorer imports matplotlib.pyplot and its widgets
+def __getattr__(name):  # lazy: the explorer imports matplotlib and its widgets
     if name in ("Explorer", "explore"):
         from divjax import explorer
 

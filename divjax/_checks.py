@@ -2,7 +2,7 @@
 
 Every check here runs on concrete values only: under `jax.jit` or `jax.vmap`
 the leaves are tracers and the checks are skipped, so validation happens at
-construction or call time, outside traced code.
+construction or call time, before any tracing.
 """
 
 from __future__ import annotations
@@ -19,17 +19,25 @@ def is_concrete(*xs) -> bool:
     for x in xs:
         if isinstance(x, jax.core.Tracer):
             return False
-        if not isinstance(x, (int, float, np.ndarray, np.generic, jax.Array, list, tuple)):
+        if not isinstance(x, (int, float, np.ndarray, np.generic, jax.Array, list, tuple, str)):
             return False
     return True
 
 
-def as_float_array(x, name: str) -> jax.Array:
-    """Converts to a jax array of the default float dtype, naming `name` on failure."""
+def numeric(x, name: str) -> np.ndarray:
+    """``x`` as a float64 numpy array; `ValueError` naming ``name`` if it is not numbers."""
     try:
-        return jnp.asarray(x, dtype=jnp.result_type(float))
+        arr = np.asarray(x)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be numeric, got {x!r}") from err
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got {x!r}")
+    return arr.astype(np.float64)
+
+
+def as_float_array(x, name: str) -> jax.Array:
+    """Converts to a jax array of the default float dtype, naming ``name`` on failure."""
+    return jnp.asarray(numeric(x, name), dtype=jnp.result_type(float))
 
 
 def check_finite(x, name: str) -> None:
@@ -39,13 +47,34 @@ def check_finite(x, name: str) -> None:
 
 
 def check_positive(x, name: str) -> None:
-    arr = np.asarray(x)
+    arr = numeric(x, name)
     check_finite(arr, name)
     if not np.all(arr > 0):
         raise ValueError(f"{name} must be positive, got {arr}")
 
 
-def check_choice(value: str, valid: Iterable[str], name: str) -> None:
+def check_choice(value, valid: Iterable[str], name: str) -> None:
     valid = tuple(valid)
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """``value`` as an int ``>= minimum``; `ValueError` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def spd_matrices(x, name: str) -> np.ndarray:
+    """``(..., d, d)`` symmetric positive-definite matrices as float64 (ValueError otherwise)."""
+    c = numeric(x, name)
+    if c.ndim < 2 or c.shape[-1] != c.shape[-2]:
+        raise ValueError(f"{name} must be (..., d, d) square matrices, got shape {c.shape}")
+    check_finite(c, name)
+    if not np.allclose(c, np.swapaxes(c, -1, -2), rtol=1e-6, atol=1e-12):
+        raise ValueError(f"{name} must be symmetric")
+    eig = np.linalg.eigvalsh(c)
+    if not np.all(eig > 0):
+        raise ValueError(f"{name} must be positive definite; eigenvalues {eig}")
+    return c

@@ -54,10 +54,11 @@ def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
     r"""``a^{-1} b`` for symmetric positive-definite ``a`` and ``b`` of shape ``(..., d)``."""
     tril = cholesky(a)
     y = solve_lower(tril, b)
-    return _solve_upper(jnp.swapaxes(tril, -1, -2), y)
+    return solve_upper(jnp.swapaxes(tril, -1, -2), y)
 
 
-def _solve_upper(triu: jax.Array, b: jax.Array) -> jax.Array:
+def solve_upper(triu: jax.Array, b: jax.Array) -> jax.Array:
+    r"""``z`` with ``triu z = b`` by back substitution; ``b`` is ``(..., d)`` (broadcast)."""
     d = triu.shape[-1]
     z: list = [None] * d
     for i in reversed(range(d)):
@@ -86,4 +87,4 @@ def is_positive_definite(a: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(diag) & (diag > 0), -1)
 
 
-__all__ = ["cholesky", "inv_spd", "is_positive_definite", "logdet_spd", "solve_lower", "solve_spd"]
+__all__ = ["cholesky", "inv_spd", "is_positive_definite", "logdet_spd", "solve_lower", "solve_spd", "solve_upper"]

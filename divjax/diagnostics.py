@@ -1,97 +1,82 @@
-r"""Statistics of a gradient estimator over many independent draws, against the exact gradient.
+r"""Statistics of a gradient estimator over many independent draws: `grad_stats`.
 
-`grad_stats` runs ``num_draws`` independent estimates in one ``vmap`` inside one
-compiled program (per call signature), for several sample counts ``K`` and a
-batch of ``q``'s at once, and compares them with the quantity the estimator is
-unbiased or consistent for (its *estimand*, `GradStats.exact`).
+All ``num_draws`` draws for every ``K`` and every ``q`` run in one compiled
+program (draws and ``q``'s vmapped, the sample counts unrolled statically).
+Where an exact gradient exists (a `GaussianMixture` target and a Gaussian
+family where `divjax.exact_grad` is defined), each estimator is compared with
+the quantity it is unbiased or consistent for (its *estimand*, from the
+registry's `EstimatorInfo.estimand`): bias, MSE, SNR against it and cosine.
+Elsewhere (a log density, a `MixtureGaussian` q, ``d`` beyond the quadrature)
+the mean, variance, standard error and SNR about the mean are reported, and
+the exact-based fields are NaN.
 
-Stateful estimators (``msc``, ``msc_rb``). One draw is the gradient at the
-fixed ``q`` given a chain state drawn (approximately) from the kernel's
-stationary distribution ``p``: each draw starts its own chain at a sample of
-``q`` (`Stateful.init`), runs ``burn_in`` kernel steps at that ``q``, and takes
-the estimate at the next step. The draws are independent chains, so
-``stderr`` is a plain standard error; the reported bias includes whatever
-``burn_in`` steps did not forget of the start.
+Stateful estimators (``msc``, ``msc_rb``): one draw is the gradient after
+``burn_in`` kernel steps at the fixed ``q`` from a chain started at a draw of
+``q``; draws are independent chains, so ``stderr`` is a plain standard error.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax.divergences import divergence, exact_grad, is_infinite
-from divjax.estimators import check_estimator, stateful_surrogate
-from divjax.families import Gaussian
-from divjax.parameterizations import get_parameterization, grad_in
-from divjax.targets import GaussianMixture
+from divjax import _checks, divergences
+from divjax.closed_forms import frame, power_integral_infinite
+from divjax.coordinates import get_parameterization, grad_in
+from divjax.estimators import REGISTRY, check_estimator, stateful_surrogate
+from divjax.families import Gaussian, check_family
+from divjax.targets import GaussianMixture, as_target, check_pair
 
 _tree_map = jax.tree_util.tree_map
 
 
 class GradStats(NamedTuple):
-    r"""Statistics of ``num_draws`` independent estimates; shapes ``S = (len(Ks),) + batch``.
+    r"""Statistics of ``num_draws`` estimates; shapes ``(len(Ks),) + batch`` (+ each leaf's shape).
 
-    The leading ``len(Ks)`` axis is present only when ``num_samples`` was a
-    sequence, ``batch`` only when ``q`` was batched. `Gaussian` fields have
-    leaves of shape ``S``, the rest are arrays of shape ``S``.
+    The ``len(Ks)`` axis is present only when ``num_samples`` was a sequence,
+    ``batch`` only when ``q`` was batched. Fields like ``q`` are pytrees of
+    ``q``'s structure; the rest are arrays.
 
     Attributes:
-      exact: the estimand ``c * exact_grad(name, p, q)``: ``c = 1`` for the
-        KLs and ``"exact"``, ``c = 1 / Z`` for ``score`` and chi2_reverse
-        ``reparam`` and ``score_cv`` (unbiased for ``grad chi^2 / Z``),
-        ``c = 1 / (1 + chi^2)`` for ``snis2`` and ``score_sn`` (consistent for
-        ``grad log(1 + chi^2)``). ``+inf`` where the divergence is infinite.
-        For ``iwae`` and ``iwae_dreg`` (unbiased for ``-grad L_K``, the
-        importance-weighted bound) this is ``grad KL(q || p)``, their estimand
-        only at ``K = 1``: for ``K > 1`` ``bias`` is the bound's gap.
-      scale: ``c`` above (recover ``exact_grad`` as ``exact / scale``).
-      mean: mean of the draws.
-      bias: ``mean - exact``.
-      variance: per-parameter variance of one draw (``ddof=1``); ``+inf``
-        where the estimator's variance is infinite (``infinite_variance`` for
-        ``score`` and chi2_reverse ``reparam``), whatever the sample gave.
-      sample_variance: the plain sample variance of the draws, whatever they
-        were (finite in exact arithmetic; heavy-tailed draws can overflow it to
-        ``inf`` in float32).
-      stderr: standard error of ``mean``, ``sqrt(variance / num_draws)``.
-      mse: ``mean((g - exact)^2)``; ``+inf`` where ``variance`` is.
-      snr: signal-to-noise ratio ``|mean| / sqrt(variance)``, the definition of
-        Rainforth et al. (2018); ``+inf`` for a zero-variance estimator, ``0``
-        where the variance is infinite.
-      snr_exact: ``|exact| / sqrt(variance)`` (the same against the estimand).
-      cosine: mean over draws of ``cos(g, exact)`` in ``(loc, log_scale)``
-        space (a single draw's alignment); NaN where ``exact`` is infinite.
-      mean_ess: mean over draws of ``SurrogateAux.ess``.
-      mean_ess_sq: mean over draws of ``SurrogateAux.ess_sq``.
-      infinite_variance: `infinite_variance`: the estimator's variance, or for
-        self-normalized estimators its asymptotic variance ``K Var``, is
-        infinite, so the 1/K rate, the CLT and ``stderr`` do not hold. For
-        ``snis``, ``snis2`` and ``score_sn`` the finite-K ``variance`` reported is
-        still a valid (finite) estimate, but a heavy-tailed one.
-      divergence_infinite: the divergence (hence ``exact``) is ``+inf`` here.
-      num_samples: ``K`` for each row, shape ``S``.
-      num_draws: ``()`` the number of independent draws.
+      exact: the estimand ``scale * exact_grad(name, p, q)`` (NaN where no
+        exact gradient exists; ``+inf`` where the divergence is infinite). For
+        ``iwae`` and ``iwae_dreg`` (``estimand = "bound"``) this is
+        ``grad KL(q || p)``, their estimand only at ``K = 1``.
+      scale: ``1``, ``1 / Z`` (``gradient_over_z``) or ``1 / (1 + D)``
+        (``gradient_log1p``).
+      mean, bias, variance, sample_variance, stderr, mse: per parameter;
+        ``variance`` and ``mse`` are ``+inf`` where the estimator's variance is
+        known to be infinite (``sample_variance`` is what the draws gave).
+      snr: ``|mean| / sqrt(variance)`` (Rainforth et al. 2018); ``+inf`` for a
+        zero-variance estimator, ``0`` where the variance is infinite.
+      snr_exact: ``|exact| / sqrt(variance)``.
+      cosine: mean over draws of ``cos(g, exact)`` over all parameters.
+      mean_ess, mean_ess_sq: mean ``SurrogateAux.ess`` and ``ess_sq``.
+      infinite_variance: the (asymptotic) variance is infinite
+        (`EstimatorInfo.variance_exponent`); False where not known.
+      divergence_infinite: the divergence is ``+inf`` here.
+      num_samples, num_draws: ``K`` per row, and the draws.
 
     References:
       Rainforth, Kosiorek, Le, Maddison, Igl, Wood & Teh (2018), Tighter
       variational bounds are not necessarily better, ICML (SNR).
     """
 
-    exact: Gaussian
+    exact: Any
     scale: jax.Array
-    mean: Gaussian
-    bias: Gaussian
-    variance: Gaussian
-    sample_variance: Gaussian
-    stderr: Gaussian
-    mse: Gaussian
-    snr: Gaussian
-    snr_exact: Gaussian
+    mean: Any
+    bias: Any
+    variance: Any
+    sample_variance: Any
+    stderr: Any
+    mse: Any
+    snr: Any
+    snr_exact: Any
     cosine: jax.Array
     mean_ess: jax.Array
     mean_ess_sq: jax.Array
@@ -101,67 +86,50 @@ class GradStats(NamedTuple):
     num_draws: jax.Array
 
 
-def infinite_variance(name: str, estimator: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
-    r"""Whether the estimator's (asymptotic) variance is infinite at ``q``.
+def infinite_variance(name: str, estimator: str, p, q, *, alpha=None) -> jax.Array:
+    r"""Whether the estimator's (asymptotic) variance is infinite at an unbatched ``q``.
 
-    With ``s^2`` the widest component's variance and ``sigma^2`` q's variance,
-    the moment that must be finite diverges when:
-
-    - ``snis``: ``E_q[w^2 s^2]``, ``sigma^2 <= s^2 / 2`` (iff ``chi^2(p||q) = inf``);
-      the same for ``snis_dreg``, ``msc_rb`` and ``iwae``, whose leading term is
-      a ``wbar``-weighted average of polynomials in ``x``;
-    - ``snis2``: ``E_q[w^4 s^2]``, ``sigma^2 <= 3 s^2 / 4``; the same for
-      ``iwae_dreg`` (``K`` times it is a ratio with ``w^2`` in the numerator);
-    - ``score``, ``score_sn``, ``score_cv``, chi2_reverse ``reparam``:
-      ``E_q[(q/p)^2 s^2]``, ``sigma^2 >= 3 s^2 / 2`` (chi^2(q||p) itself is
-      infinite from ``2 s^2``);
-    - ``msc`` (``Var_p(s) < inf`` at stationarity), the other KL reverse
-      estimators and ``"exact"``: never.
-
-    For ``score`` and ``reparam`` that is ``Var g = inf`` at every ``K``; the
-    self-normalized ones have finite variance at each ``K`` (convex
-    combinations of scores) but ``K Var g -> inf``.
-
-    Returns:
-      A bool array of q's batch shape.
+    ``I(a) = inf`` for the record's ``variance_exponent`` ``a``: with ``s^2`` the
+    widest component's variance and ``sigma^2`` q's (1-D), ``snis``, ``snis_dreg``,
+    ``msc_rb`` and ``iwae`` iff ``sigma^2 <= s^2 / 2``; ``snis2`` and
+    ``iwae_dreg`` iff ``sigma^2 <= 3 s^2 / 4``; ``score``, ``score_sn``,
+    ``score_cv`` and chi2_reverse ``reparam`` iff ``sigma^2 >= 3 s^2 / 2``;
+    never for ``msc``, the other reverse-KL estimators and ``"exact"``. False
+    where it cannot be known (a log-density target or a `MixtureGaussian` q).
     """
-    s2 = jnp.max(p.scales**2, axis=-1)
-    v = q.variance
-    if estimator in ("snis", "snis_dreg", "msc_rb", "iwae"):
-        return v <= 0.5 * s2
-    if estimator in ("snis2", "iwae_dreg"):
-        return v <= 0.75 * s2
-    if name == "chi2_reverse" and estimator != "exact":
-        return v >= 1.5 * s2
-    return jnp.zeros(jnp.shape(v), dtype=bool)
+    info = REGISTRY[(name, estimator)]
+    if info.variance_exponent is None or not isinstance(p, GaussianMixture) or q.family == "mixture":
+        return jnp.zeros((), bool)
+    return power_integral_infinite(frame(p, q), info.variance_exponent(alpha))
 
 
-_UNBIASED_OVER_Z = ("score", "reparam", "score_cv")  # chi2_reverse: grad chi^2 / Z
+def _estimand(name, estimator, alpha, target, q, exact_ok):
+    """``(exact, scale, divergence_infinite, infinite_variance)`` at one unbatched ``q``."""
+    info = REGISTRY[(name, estimator)]
+    inf_var = infinite_variance(name, estimator, target, q, alpha=alpha)
+    dtype = jax.tree_util.tree_leaves(q)[0].dtype
+    if not exact_ok:
+        nan = jnp.asarray(jnp.nan, dtype)
+        return _tree_map(lambda a: jnp.full_like(a, jnp.nan), q), nan, jnp.zeros((), bool), inf_var
+    div_inf = divergences.is_infinite(name, target, q, alpha=alpha)
+    if info.estimand == "gradient_over_z":
+        scale = jnp.exp(-target.log_normalizer).astype(dtype)
+    elif info.estimand == "gradient_log1p":
+        scale = jnp.exp(-divergences.log1p_divergence(name, target, q, alpha=alpha))
+    else:
+        scale = jnp.ones((), dtype)
+    grad = divergences.exact_grad(name, target, q, alpha=alpha)
+    exact = _tree_map(lambda e: jnp.where(div_inf, jnp.inf, scale * e), grad)
+    return exact, scale, div_inf, inf_var
 
 
-def _estimand_scale(name: str, estimator: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
-    if name == "chi2_reverse" and estimator in _UNBIASED_OVER_Z:
-        return jnp.exp(-p.log_normalizer) * jnp.ones_like(q.loc)
-    if estimator in ("snis2", "score_sn"):
-        return 1.0 / (1.0 + divergence(name, p, q))
-    return jnp.ones_like(q.loc)
-
-
-def _estimand(name, estimator, target, q):
-    """``(exact, scale, divergence_infinite, infinite_variance)`` for one unbatched ``q``."""
-    div_inf = is_infinite(name, target, q)
-    scale = _estimand_scale(name, estimator, target, q)
-    exact = _tree_map(lambda e: jnp.where(div_inf, jnp.inf, scale * e), exact_grad(name, target, q))
-    return exact, scale, div_inf, infinite_variance(name, estimator, target, q)
-
-
-def _draw_fn(name, estimator, target, q, k, burn_in):
+def _draw_fn(name, estimator, alpha, target, q, k, burn_in):
     """``key -> (estimate, aux)``; a stateful estimator first runs ``burn_in`` kernel steps."""
-    est = stateful_surrogate(name, estimator, target, k)
+    est = stateful_surrogate(name, estimator, target, k, alpha=alpha)
     grad_fn = jax.grad(est.loss_fn, has_aux=True)
 
     def draw(key):
-        if not jax.tree_util.tree_leaves(jax.eval_shape(est.init, q, key)):
+        if not REGISTRY[(name, estimator)].stateful:
             g, (aux, _) = grad_fn(q, key, ())
             return g, aux
         key_init, key_chain, key_grad = jax.random.split(key, 3)
@@ -176,11 +144,16 @@ def _draw_fn(name, estimator, target, q, k, burn_in):
     return draw
 
 
-def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in, param):
+def _flat(tree, axis_from):
+    return jnp.concatenate(
+        [jnp.reshape(a, a.shape[:axis_from] + (-1,)) for a in jax.tree_util.tree_leaves(tree)], -1
+    )
+
+
+def _stats_one(name, estimator, alpha, target, q, key, k, num_draws, estimand, burn_in, param):
     """Statistics for one unbatched ``q`` and one ``K``."""
     keys = jax.random.split(key, num_draws)
-    g, aux = jax.vmap(_draw_fn(name, estimator, target, q, k, burn_in))(keys)
-
+    g, aux = jax.vmap(_draw_fn(name, estimator, alpha, target, q, k, burn_in))(keys)
     exact, scale, div_inf, inf_var = estimand
     if param != "mu_log_sigma":  # every draw into theta's coordinates, before any statistic
 
@@ -189,8 +162,8 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in,
 
         g = jax.vmap(to_theta)(g)
         exact = to_theta(exact)
-    truly_inf = inf_var & (name == "chi2_reverse") & (estimator in _UNBIASED_OVER_Z)
-
+    info = REGISTRY[(name, estimator)]
+    truly_inf = inf_var & (not info.self_normalized)
     mean = _tree_map(lambda a: jnp.mean(a, axis=0), g)
     sample_var = _tree_map(lambda a: jnp.var(a, axis=0, ddof=1), g)
     var = _tree_map(lambda s: jnp.where(truly_inf, jnp.inf, s), sample_var)
@@ -199,10 +172,9 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in,
     def ratio(num, den):
         return jnp.where(den > 0, jnp.abs(num) / den, jnp.inf)
 
-    g_dot_e = g.loc * exact.loc + g.log_scale * exact.log_scale
-    g_norm = jnp.sqrt(g.loc**2 + g.log_scale**2)
-    e_norm = jnp.sqrt(exact.loc**2 + exact.log_scale**2)
-    cos = jnp.where(g_norm > 0, g_dot_e / (g_norm * e_norm), 0.0)
+    gf, ef = _flat(g, 1), _flat(exact, 0)
+    g_norm, e_norm = jnp.linalg.norm(gf, axis=-1), jnp.linalg.norm(ef)
+    cos = jnp.where(g_norm > 0, gf @ ef / (g_norm * e_norm), 0.0)
     mse = _tree_map(
         lambda a, e: jnp.where(truly_inf, jnp.inf, jnp.mean((a - e) ** 2, axis=0)), g, exact
     )
@@ -217,7 +189,7 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in,
         mse=mse,
         snr=_tree_map(ratio, mean, std),
         snr_exact=_tree_map(ratio, exact, std),
-        cosine=jnp.where(jnp.isinf(e_norm), jnp.nan, jnp.mean(cos)),
+        cosine=jnp.where(jnp.isfinite(e_norm), jnp.mean(cos), jnp.nan),
         mean_ess=jnp.mean(aux.ess),
         mean_ess_sq=jnp.mean(aux.ess_sq),
         infinite_variance=inf_var,
@@ -228,108 +200,83 @@ def _stats_one(name, estimator, target, q, key, k, num_draws, estimand, burn_in,
 
 
 @functools.partial(
-    jax.jit, static_argnames=("name", "estimator", "ks", "num_draws", "burn_in", "param")
+    jax.jit,
+    static_argnames=("name", "estimator", "alpha", "ks", "num_draws", "burn_in", "param", "exact_ok", "batched"),
 )
-def _grad_stats(target, q, key, *, name, estimator, ks, num_draws, burn_in, param):
+def _grad_stats(target, q, key, *, name, estimator, alpha, ks, num_draws, burn_in, param, exact_ok, batched):
     def per_q(q_):
-        estimand = _estimand(name, estimator, target, q_)
+        estimand = _estimand(name, estimator, alpha, target, q_, exact_ok)
         rows = [
             _stats_one(
-                name,
-                estimator,
-                target,
-                q_,
-                jax.random.fold_in(key, k),
-                k,
-                num_draws,
-                estimand,
-                burn_in,
-                param,
-            )
+                name, estimator, alpha, target, q_, jax.random.fold_in(key, k), k, num_draws,
+                estimand, burn_in, param,
+            )  # fmt: skip
             for k in ks
         ]
         return _tree_map(lambda *r: jnp.stack(r), *rows)
 
-    if jnp.ndim(q.loc) == 0:
+    if not batched:
         return per_q(q)
-    out = jax.vmap(per_q)(q)
-    return _tree_map(lambda a: jnp.swapaxes(a, 0, 1), out)  # K axis first
+    return _tree_map(lambda a: jnp.swapaxes(a, 0, 1), jax.vmap(per_q)(q))  # K axis first
 
 
 def grad_stats(
     name: str,
     estimator: str,
-    target: GaussianMixture,
-    q: Gaussian,
+    target,
+    q,
     num_samples: int | Sequence[int],
     num_draws: int,
     key: jax.Array,
     *,
+    alpha=None,
     burn_in: int = 100,
     parameterization: str = "mu_log_sigma",
 ) -> GradStats:
     r"""Bias, variance, MSE, SNR, cosine and ESS of an estimator over many draws.
 
-    All ``num_draws`` draws for every ``K`` and every ``q`` run in one compiled
-    program: draws are vmapped, ``q``'s are vmapped, and the sample counts, which
-    fix array shapes, are unrolled statically (one vmapped block per ``K``;
-    ``benchmarks/bench_grad_stats.py`` measures it). Compilation is cached per
-    ``(name, estimator, Ks, num_draws)`` and input shapes/dtypes. The draws for
-    ``K`` use ``fold_in(key, K)``; the same keys serve every ``q`` in a batch
-    (common random numbers across ``q``).
-
     Args:
-      name: one of `divjax.DIVERGENCES`.
-      estimator: one of ``divjax.ESTIMATORS[name]`` (``"exact"`` gives zero variance).
-      target: a `GaussianMixture` (the exact gradient needs it).
-      q: a `Gaussian` with scalar leaves, or leaves of shape ``(n,)`` for a batch.
+      name, estimator, alpha: as `divjax.surrogate`.
+      target: any target `divjax.surrogate` takes (exact comparisons need a
+        `GaussianMixture` where `divjax.exact_grad` is defined).
+      q: any family, unbatched or with a leading batch axis ``(n, ...)``.
       num_samples: ``K``, an int or a sequence of ints.
-      num_draws: independent estimates per ``K`` and ``q`` (``>= 2``).
+      num_draws: independent estimates per ``K`` and ``q`` (``>= 2``); draws for
+        ``K`` use ``fold_in(key, K)``, the same for every ``q`` of a batch.
       key: a PRNG key.
-      burn_in: kernel steps at ``q`` before each draw of a stateful estimator
-        (``msc``, ``msc_rb``; see the module docstring); ignored otherwise.
-      parameterization: the coordinates ``theta`` the gradient is taken in (a
-        name in `divjax.PARAMETERIZATIONS`). Each draw and the exact gradient
-        are mapped by `divjax.grad_in` (a vjp through the map) before any
-        statistic; the `Gaussian`-shaped fields then hold ``(theta_1,
-        theta_2)`` positionally in ``(.loc, .log_scale)``.
+      burn_in: kernel steps before each draw of a stateful estimator.
+      parameterization: 1-D `Gaussian` only: the coordinates the gradient is
+        taken in (`divjax.grad_in` maps each draw and the exact gradient).
 
     Returns:
-      A `GradStats` with shapes ``(len(Ks),) + batch`` (``K`` axis dropped for an
-      int ``num_samples``, batch axis absent for an unbatched ``q``).
+      A `GradStats` with leading shape ``(len(Ks),) + batch``.
 
     Raises:
-      ValueError: as `divjax.surrogate`, a non-`GaussianMixture` target, or
-        ``num_draws < 2``, or ``burn_in`` not a non-negative int.
+      ValueError: as `divjax.surrogate`, ``num_draws < 2``, a bad ``burn_in``,
+        or a ``q`` that does not fit the target.
     """
     single = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
     ks = (int(num_samples),) if single else tuple(num_samples)
     if not ks:
         raise ValueError("num_samples must be an int or a non-empty sequence of ints")
-    if not isinstance(target, GaussianMixture):
-        raise ValueError(
-            f"grad_stats needs a divjax.GaussianMixture target, got {type(target).__name__}"
-        )
     for k in ks:
-        check_estimator(name, estimator, target, k)
-    ks = tuple(int(k) for k in ks)
-    if isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 2:
-        raise ValueError(f"num_draws must be an int >= 2, got {num_draws!r}")
-    if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
-        raise ValueError(f"burn_in must be an int >= 0, got {burn_in!r}")
-    if not isinstance(q, Gaussian) or jnp.ndim(q.loc) > 1:
-        raise ValueError("q must be a divjax.Gaussian with scalar or (n,) leaves")
+        _, alpha, target = check_estimator(name, estimator, target, k, alpha=alpha)
+    num_draws = _checks.check_int(num_draws, "num_draws", 2)
+    burn_in = _checks.check_int(burn_in, "burn_in", 0)
+    check_family(q)
+    check_pair(target, q)
+    target = as_target(target, q.event_shape)
+    batched = jnp.ndim(q.mean()) > len(q.event_shape)
+    param = get_parameterization(parameterization).name
+    if param != "mu_log_sigma" and q.family != "gaussian":
+        raise ValueError("parameterization applies to a 1-D Gaussian q only")
+    one = _tree_map(lambda a: a[0], q) if batched else q
+    exact_ok = q.family != "mixture" and isinstance(target, GaussianMixture)
+    exact_ok = exact_ok and divergences.exact_available(name, target, one, alpha, what="gradient")
     out = _grad_stats(
-        target,
-        q,
-        key,
-        name=name,
-        estimator=estimator,
-        ks=ks,
-        num_draws=int(num_draws),
-        burn_in=int(burn_in),
-        param=get_parameterization(parameterization).name,
-    )
+        target, q, key, name=name, estimator=estimator, alpha=alpha, ks=tuple(ks),
+        num_draws=num_draws, burn_in=burn_in, param=param, exact_ok=exact_ok, batched=batched,
+    )  # fmt: skip
     if single:
         out = _tree_map(lambda a: a[0], out)
     return out

@@ -1,325 +1,442 @@
-r"""Exact divergences between a Gaussian mixture ``p`` and a Gaussian ``q``.
+r"""Exact divergences, their gradients and where they are infinite, chosen through one table.
 
-All four are between the NORMALIZED ``p = p~ / Z`` and ``q = N(mu, sigma^2)``:
+All divergences are between the NORMALIZED target ``p = p~ / Z`` and ``q``:
 
-- ``kl_forward``   ``KL(p || q) = int p log(p / q)``
-- ``kl_reverse``   ``KL(q || p) = int q log(q / p)``
-- ``chi2_forward`` ``chi^2(p || q) = int p^2 / q - 1``
-- ``chi2_reverse`` ``chi^2(q || p) = int q^2 / p - 1``
+==================  ===============================================  ============
+name                definition                                       ``I(a)``
+==================  ===============================================  ============
+``kl_forward``      ``KL(p || q) = int p log(p / q)``
+``kl_reverse``      ``KL(q || p) = int q log(q / p)``
+``chi2_forward``    ``chi^2(p || q) = int p^2 / q - 1``              ``a = -1``
+``chi2_reverse``    ``chi^2(q || p) = int q^2 / p - 1``              ``a = 2``
+``renyi_forward``   ``D_alpha(p || q) = log I(1 - alpha) / (alpha - 1)``  ``1 - alpha``
+``renyi_reverse``   ``D_alpha(q || p) = log I(alpha) / (alpha - 1)``      ``alpha``
+``amari``           ``(1 - I(1 - alpha)) / (alpha (1 - alpha))``          ``1 - alpha``
+``hellinger``       squared: ``1 - I(1/2)``                          ``1/2``
+``jensen_shannon``  ``KL(p || m) / 2 + KL(q || m) / 2``, ``m = (p + q) / 2``
+==================  ===============================================  ============
 
-Methods (the best exact one available for each):
+with ``I(a) = int q^a p^(1 - a)``. Renyi at ``alpha = 1`` and Amari at
+``alpha in {0, 1}`` are the KLs; Renyi at ``alpha = 2`` is ``log(1 + chi^2)``.
 
-- ``kl_forward``: the cross-entropy ``-E_p[log q]`` is closed form in the
-  mixture's mean and variance, so the gradient is closed form; the value adds
-  the mixture's negative entropy ``E_p[log p]`` by quadrature (it does not
-  depend on ``q``).
-- ``chi2_forward``: closed form in any dimension. Each term
-  ``int N_i N_j / q`` is a Gaussian integral: with ``C = s_i^2 s_j^2 /
-  (s_i^2 + s_j^2)``, ``c = (m_i s_j^2 + m_j s_i^2) / (s_i^2 + s_j^2)`` and
-  ``D = sigma^2 - C``,
-  ``log int N_i N_j / q = log N(m_i; m_j, s_i^2 + s_j^2) + log(sqrt(2 pi) sigma^2)
-  - log(D) / 2 + (c - mu)^2 / (2 D)``.
-  It converges only if ``D > 0`` for every pair, i.e. iff
-  ``sigma^2 > max_k s_k^2 / 2`` (``C`` is largest for ``i = j = argmax s``):
-  otherwise ``p^2 / q ~ exp(x^2 (1/(2 sigma^2) - 1/s^2))`` does not decay
-  and the divergence is ``+inf``. (The seed page says no closed form exists;
-  that is true for general targets, not for mixtures.)
-- ``kl_reverse`` and ``chi2_reverse``: composite Gauss-Legendre quadrature
-  (`divjax.quadrature`). ``chi2_reverse`` is ``+inf`` iff
-  ``sigma^2 >= 2 max_k s_k^2``: in the tails ``p`` is dominated by its widest
-  component, and ``q^2 / N(x; m, s^2) ~ exp(x^2 (1/(2 s^2) - 1/sigma^2))``
-  does not decay. The default ``q0 = N(0, 5)`` against the default target
-  (``max s^2 = 1``) has ``sigma^2 = 5 >= 2``: infinite. A trapezoid on a
-  finite window reports a finite number there; divjax returns ``inf``.
+How (`EXACT`, keyed by (divergence, target kind, family)): ``chi2_forward``
+(any ``alpha`` with ``I(-1)``) in closed form in any ``d``; ``kl_forward``'s
+gradient in closed form in any ``d`` (its value adds ``E_p[log p]`` by
+quadrature, ``d <= 2``); everything else by quadrature in q's standardized
+variable (`divjax.integrals`), in ``d <= 2``, or in closed form for a
+one-component target. A `divjax.LogDensity` target or a `MixtureGaussian`
+``q`` has no exact divergence.
+
+Infinite values are ``inf``, never a made-up number: ``I(a)`` diverges iff
+its integrand stops decaying (`divjax.closed_forms.power_integral_infinite`;
+in 1-D ``chi^2(p || q) = inf`` iff ``sigma^2 <= max_k s_k^2 / 2`` and
+``chi^2(q || p) = inf`` iff ``sigma^2 >= 2 max_k s_k^2``). A finite value
+beyond the float type's range is ``inf`` too; `infinite_reason` says which,
+and `log1p_divergence` gives ``log(1 + D)``, finite there.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
+import numpy as np
 
-from divjax import _checks, quadrature
-from divjax.families import Gaussian
-from divjax.mv_families import MvGaussianMixture
+from divjax import _checks, gradients_1d, integrals
+from divjax.closed_forms import cross_entropy, frame, power_integral_infinite
 from divjax.targets import GaussianMixture
 
 DIVERGENCES = ("kl_forward", "kl_reverse", "chi2_forward", "chi2_reverse")
-_LOG_2PI = 1.8378770664093453
+ALPHA_DIVERGENCES = ("renyi_forward", "renyi_reverse", "amari", "hellinger", "jensen_shannon")
+ALL_DIVERGENCES = DIVERGENCES + ALPHA_DIVERGENCES
+NEEDS_ALPHA = ("renyi_forward", "renyi_reverse", "amari")
 
 
-def check_divergence(name: str) -> None:
-    """Raises a `ValueError` naming the valid choices if ``name`` is unknown."""
-    _checks.check_choice(name, DIVERGENCES, "divergence")
+def check_divergence(name: str, alpha=None) -> float | None:
+    """Validates ``name`` and its order ``alpha``; returns ``alpha`` as a float (or None).
+
+    Raises:
+      ValueError: an unknown name (listing the valid ones), a missing or
+        non-finite ``alpha`` where one is needed, a Renyi order ``<= 0``, or an
+        ``alpha`` given to a divergence that has none.
+    """
+    _checks.check_choice(name, ALL_DIVERGENCES, "divergence")
+    if name not in NEEDS_ALPHA:
+        if alpha is not None and name != "hellinger":
+            raise ValueError(f"{name} takes no alpha, got alpha={alpha!r}")
+        return 0.5 if name == "hellinger" else None
+    if alpha is None or isinstance(alpha, bool):
+        raise ValueError(f"{name} needs a finite float alpha (e.g. alpha=0.5), got {alpha!r}")
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"alpha must be a finite float, got {alpha!r}") from err
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite float, got {alpha!r}")
+    if name.startswith("renyi") and alpha <= 0:
+        raise ValueError(f"{name}: the Renyi order alpha must be > 0, got {alpha}")
+    return alpha
 
 
-def _check_args(name: str, p, q) -> None:
-    check_divergence(name)
-    if not isinstance(p, GaussianMixture):
-        raise ValueError(f"p must be a 1-D divjax.GaussianMixture, got {type(p).__name__}")
-    if not isinstance(q, Gaussian):
-        raise ValueError(f"q must be a divjax.Gaussian, got {type(q).__name__}")
+def exponent(name: str, alpha: float | None) -> float | None:
+    """The ``a`` of ``I(a)`` behind a divergence's value (None for the KLs and JS)."""
+    return {
+        "chi2_forward": -1.0,
+        "chi2_reverse": 2.0,
+        "renyi_reverse": alpha,
+        "renyi_forward": None if alpha is None else 1.0 - alpha,
+        "amari": None if alpha is None else 1.0 - alpha,
+        "hellinger": 0.5,
+    }.get(name)
 
 
-# ---------------------------------------------------------------------------
-# Infinite regions
+def _kl(name):
+    return "kl_reverse" if name == "kl_reverse" else "kl_forward"
 
 
-def is_infinite(name: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
-    r"""Whether the divergence is ``+inf`` at ``q`` (KLs are always finite)."""
-    check_divergence(name)
-    smax2 = jnp.max(p.scales**2, axis=-1)
-    if name == "chi2_forward":
-        return q.variance <= 0.5 * smax2
-    if name == "chi2_reverse":
-        return q.variance >= 2.0 * smax2
-    return jnp.zeros(jnp.shape(q.loc), dtype=bool)
+def _reduces_to_kl(name: str, alpha) -> str | None:
+    """The KL a divergence equals at this order, if any."""
+    if name in ("kl_forward", "kl_reverse"):
+        return name
+    if name == "renyi_reverse" and alpha == 1:
+        return "kl_reverse"
+    if name == "renyi_forward" and alpha == 1:
+        return "kl_forward"
+    if name == "amari" and alpha in (0.0, 1.0):
+        return "kl_reverse" if alpha == 0 else "kl_forward"
+    return None
 
 
-def infinite_reason(name: str, p: GaussianMixture, q: Gaussian) -> str | None:
-    """A human-readable reason when the divergence is infinite at a concrete ``q``."""
-    if not bool(is_infinite(name, p, q)):
-        return None
-    smax2 = float(jnp.max(p.scales**2))
-    var = float(q.variance)
-    if name == "chi2_forward":
-        return (
-            f"chi2(p||q) = inf: q's variance {var:.4g} <= max_k s_k^2 / 2 = {smax2 / 2:.4g}, "
-            "so p^2/q does not decay in the tails"
+# --- values -------------------------------------------------------------------
+
+
+def _kl_value(name, p, q, rule=None):
+    if name == "kl_reverse":
+        return integrals.kl_reverse(p, q, rule)
+    return integrals.neg_entropy(p) + cross_entropy(p, q)
+
+
+def _from_log(name: str, alpha, log_i):
+    """``(value, log(1 + value))`` of a power divergence from ``log I``."""
+    if name.startswith("chi2"):
+        return jnp.expm1(log_i), log_i
+    if name.startswith("renyi"):
+        value = log_i / (alpha - 1.0)
+        return value, jnp.log1p(value)
+    if name == "hellinger":
+        value = -jnp.expm1(log_i)
+        return value, jnp.log1p(value)
+    c = alpha * (alpha - 1.0)  # amari: value = expm1(log I) / c
+    value = jnp.expm1(log_i) / c
+    if c < 0:
+        return value, jnp.log1p(value)
+    return value, log_i + jnp.log1p((c - 1.0) * jnp.exp(-log_i)) - math.log(c)
+
+
+def _values(name: str, alpha, p, q, rule=None):
+    """``(value, log(1 + value))`` at ``q`` (no infinity handling); ``rule`` replaces q's."""
+    kl = _reduces_to_kl(name, alpha)
+    if kl is not None:
+        value = _kl_value(kl, p, q, rule)
+        return value, jnp.log1p(value)
+    if name == "jensen_shannon":
+        value = integrals.jensen_shannon(p, q, rule)
+        return value, jnp.log1p(value)
+    log_i = integrals.log_power_integral(p, q, exponent(name, alpha), rule)
+    return _from_log(name, alpha, log_i)
+
+
+# --- the table ----------------------------------------------------------------
+
+
+class Method(NamedTuple):
+    """How one divergence is computed exactly for one (target kind, family).
+
+    Attributes:
+      quadrature: ``(alpha, num_components) -> (value, gradient)`` whether
+        each needs quadrature (hence ``d <= 2``).
+      hand_grad: a hand-derived gradient ``(p, q) -> grad`` or None (autodiff).
+      how: one line for the docs and error messages.
+    """
+
+    quadrature: Callable[[float | None, int], tuple[bool, bool]]
+    hand_grad: Callable | None
+    how: str
+
+
+def _power_needs_quadrature(name):
+    def needs(alpha, m):
+        if _reduces_to_kl(name, alpha):
+            kl = _reduces_to_kl(name, alpha)
+            return (True, kl == "kl_reverse")
+        a = exponent(name, alpha)
+        closed = a in (-1.0, 0.0, 1.0) or m == 1
+        return (not closed, not closed)
+
+    return needs
+
+
+_QUADRATURE = {
+    "kl_forward": lambda alpha, m: (True, False),
+    "kl_reverse": lambda alpha, m: (True, True),
+    "jensen_shannon": lambda alpha, m: (True, True),
+}
+_HOW = {
+    "kl_forward": "gradient closed form (p's moments); value adds E_p[log p] by quadrature",
+    "kl_reverse": "quadrature in q's standardized variable",
+    "chi2_forward": "closed form (pairs of components), any d",
+    "jensen_shannon": "quadrature in q's frame and around p",
+}
+
+
+def _method(name, family):
+    needs = _QUADRATURE.get(name) or _power_needs_quadrature(name)
+    hand = gradients_1d.GRADIENTS.get(name) if family == "gaussian" else None
+    return Method(needs, hand, _HOW.get(name, "I(a) by quadrature in q's frame; closed form for I(-1) and one component"))
+
+
+EXACT: dict[tuple[str, str, str], Method] = {
+    (name, "mixture", family): _method(name, family)
+    for name in ALL_DIVERGENCES
+    for family in ("gaussian", "diag", "full")
+}
+
+EXACTNESS = (
+    "exact divergences need a divjax.GaussianMixture target and a Gaussian, DiagGaussian or "
+    "FullRankGaussian q: chi2_forward (and any I(-1)) in closed form in any d; kl_forward's "
+    "gradient in any d, its value in d <= 2; every other divergence in d <= 2 (quadrature) "
+    "or for a one-component target. Otherwise use a Monte Carlo estimator (divjax.surrogate)."
+)
+
+
+def target_kind(p) -> str:
+    return "mixture" if isinstance(p, GaussianMixture) else "density"
+
+
+def check_exact_target(name: str, p, alpha=None, *, what: str = "value") -> None:
+    """`ValueError` (quoting `EXACTNESS`) where no exact ``what`` exists for this target."""
+    if target_kind(p) != "mixture":
+        raise ValueError(
+            f"no exact {name} for a {type(p).__name__} target (only its log density is known). "
+            f"{EXACTNESS}"
         )
+    method = EXACT[(name, "mixture", "full")]
+    needs = method.quadrature(alpha, p.num_components)[0 if what == "value" else 1]
+    if needs and p.dim > 2:
+        raise ValueError(f"{name} {what} is not exact in d = {p.dim}. {EXACTNESS}")
+
+
+def lookup(name: str, p, q, alpha=None, *, what: str = "value") -> Method:
+    """The `Method` for ``(name, p, q)``; `ValueError` (quoting `EXACTNESS`) where none exists.
+
+    ``what`` is ``"value"`` or ``"gradient"``. Runs on types and shapes only,
+    so it may be called on traced arguments.
+    """
+    family = getattr(q, "family", type(q).__name__)
+    method = EXACT.get((name, target_kind(p), family))
+    if method is None:
+        raise ValueError(
+            f"no exact {name} for a {type(p).__name__} target and a {type(q).__name__} q. "
+            f"{EXACTNESS}"
+        )
+    if p.event_shape != q.event_shape:
+        raise ValueError(f"p's event_shape {p.event_shape} does not match q's {q.event_shape}")
+    check_exact_target(name, p, alpha, what=what)
+    return method
+
+
+def exact_available(name: str, p, q, alpha=None, *, what: str = "value") -> bool:
+    """Whether `lookup` succeeds (no exception)."""
+    try:
+        lookup(name, p, q, alpha, what=what)
+    except ValueError:
+        return False
+    return True
+
+
+# --- infinity -----------------------------------------------------------------
+
+
+def _safe_log_scale(p, a: float) -> jax.Array:
+    r"""An isotropic log scale where ``I(a) < inf`` for every ``p`` (bounds from p's factors)."""
+    _, trils = p.mvn()
+    d = trils.shape[-1]
+    if a < 0:  # wider than every component in every direction
+        return 0.5 * jnp.log(jnp.max(jnp.sum(trils**2, axis=(-2, -1))))
+    log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(trils, 0, -2, -1))), -1)
+    frob = 0.5 * jnp.log(jnp.sum(trils**2, axis=(-2, -1)))
+    return jnp.min(log_det - (d - 1) * frob)  # <= log of the smallest singular value
+
+
+def is_infinite(name: str, p, q, *, alpha=None) -> jax.Array:
+    r"""Whether the divergence is mathematically ``+inf`` at ``q`` (the KLs never are)."""
+    alpha = check_divergence(name, alpha)
+    lookup(name, p, q, alpha)
+    a = exponent(name, alpha)
+    if a is None or _reduces_to_kl(name, alpha):
+        return jnp.zeros(jnp.shape(q.loc)[: q.loc.ndim - len(q.event_shape)], bool)
+    return power_integral_infinite(frame(p, q), a)
+
+
+def _guard(name, alpha, p, q):
+    """``(q_used, infinite)``: ``q`` moved to a finite point where the divergence is infinite.
+
+    Only the discarded branch of the final ``where`` sees the moved ``q``, so
+    neither values nor gradients are polluted by NaN from the infinite region.
+    """
+    a = exponent(name, alpha)
+    if a is None or 0.0 <= a <= 1.0 or _reduces_to_kl(name, alpha):
+        return q, jnp.zeros((), bool)
+    inf = power_integral_infinite(frame(p, q), a)
+    safe = jax.lax.stop_gradient(q.isotropic(_safe_log_scale(p, a)))
+    return jax.tree_util.tree_map(lambda s, x: jnp.where(inf, s, x), safe, q), inf
+
+
+def _checked_values(name, p, q, alpha, rule=None):
+    alpha = check_divergence(name, alpha)
+    lookup(name, p, q, alpha)
+    q_used, inf = _guard(name, alpha, p, q)
+    value, log1p = _values(name, alpha, p, q_used, rule)
+    return jnp.where(inf, jnp.inf, value), jnp.where(inf, jnp.inf, log1p)
+
+
+def objective(name: str, p, q, *, alpha=None, rule=None) -> jax.Array:
+    r"""What `divjax.optimal_q` minimizes: ``D`` for the KLs and JS, ``log(1 + D)`` otherwise.
+
+    Both have the same minima; the logarithm tames the chi-squares' range.
+    ``rule`` (a fixed ``(z, w)`` in q's frame) replaces the adaptive quadrature.
+    """
+    value, log1p = _checked_values(name, p, q, alpha, rule)
+    return value if _reduces_to_kl(name, alpha) or name == "jensen_shannon" else log1p
+
+
+def divergence(name: str, p, q, *, alpha=None) -> jax.Array:
+    r"""The exact divergence ``name`` between the normalized ``p`` and ``q``.
+
+    Args:
+      name: one of `DIVERGENCES` or `ALPHA_DIVERGENCES`.
+      p: a `divjax.GaussianMixture` (weights need not be normalized).
+      q: a single (unbatched) `Gaussian`, `DiagGaussian` or `FullRankGaussian`
+        of ``p``'s dimension; ``vmap`` for batches.
+      alpha: the order of ``renyi_forward``, ``renyi_reverse`` and ``amari``.
+
+    Returns:
+      The value: ``+inf`` where the divergence is infinite, and where it is
+      finite but beyond the float type's range (`infinite_reason` tells which).
+
+    Raises:
+      ValueError: an unknown name, a bad ``alpha``, or no exact method for
+        this target, family and dimension (the message says what is exact).
+    """
+    return _checked_values(name, p, q, alpha)[0]
+
+
+def log1p_divergence(name: str, p, q, *, alpha=None) -> jax.Array:
+    r"""``log(1 + D)``: finite wherever ``D`` is, even beyond the float range.
+
+    For the chi-squares this is ``log I(a)``, computed directly (never through
+    ``D``); ``log(1 + chi^2(p || q))`` is the CHIVI upper bound's shape.
+    """
+    return _checked_values(name, p, q, alpha)[1]
+
+
+def infinite_reason(name: str, p, q, *, alpha=None) -> str | None:
+    """Why the divergence is ``inf`` at a concrete ``q``, or None where it is finite."""
+    alpha = check_divergence(name, alpha)
+    value, log1p = (float(v) for v in _checked_values(name, p, q, alpha))
+    if math.isfinite(value):
+        return None
+    if bool(is_infinite(name, p, q, alpha=alpha)):
+        a = exponent(name, alpha)
+        grow = "q^a p^(1-a)" if a not in (-1.0, 2.0) else ("p^2/q" if a == -1.0 else "q^2/p")
+        return (
+            f"{name} = inf: the integrand {grow} (a = {a:g}) does not decay in the tails "
+            f"for this q's covariance {np.asarray(q.covariance()).tolist()}"
+        )
+    dtype = jnp.result_type(q.loc)
+    big = float(jnp.finfo(dtype).max)
+    if math.isfinite(log1p):
+        size = f"about 10^{log1p / math.log(10):.4g}"
+        how = f"log1p_divergence gives log(1 + D) = {log1p:.6g}"
+    else:
+        size, how = "beyond even log space", "its logarithm overflows too"
     return (
-        f"chi2(q||p) = inf: q's variance {var:.4g} >= 2 max_k s_k^2 = {2 * smax2:.4g}, "
-        "so q^2/p does not decay in the tails"
+        f"{name} is finite ({size}) but beyond {jnp.dtype(dtype).name}'s range "
+        f"(max {big:.3g}); {how}"
     )
 
 
-def _safe_q(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
-    """``q`` with infinite-region points replaced by a finite one (``log s_max``).
-
-    Only the unused branch of the final ``where`` sees the replacement, so
-    neither the value nor its autodiff gradient is polluted by NaN there.
-    """
-    if not name.startswith("chi2"):
-        return q
-    safe = jnp.log(jnp.max(p.scales, axis=-1))
-    return Gaussian._make((q.loc, jnp.where(is_infinite(name, p, q), safe, q.log_scale)))
+# --- gradients ----------------------------------------------------------------
 
 
-# ---------------------------------------------------------------------------
-# Values
-
-
-def _cross_entropy(p: GaussianMixture, q: Gaussian) -> jax.Array:
-    """``-E_p[log q]``, closed form in the mixture's first two moments."""
-    second = p.variance() + (p.mean() - q.loc) ** 2
-    return q.log_scale + 0.5 * _LOG_2PI + 0.5 * second / q.variance
-
-
-def neg_entropy(p: GaussianMixture) -> jax.Array:
-    """``E_p[log p]`` for the normalized mixture, by quadrature."""
-    x, w = quadrature.nodes(p)
-    log_p = p.normalized_log_prob(x)
-    return jnp.sum(w * jnp.exp(log_p) * log_p)
-
-
-def _kl_forward(p, q):
-    return neg_entropy(p) + _cross_entropy(p, q)
-
-
-def _kl_reverse(p, q):
-    x, w = quadrature.nodes(p, q)
-    log_q = q.log_prob(x)
-    e_log_p = jnp.sum(w * jnp.exp(log_q) * p.normalized_log_prob(x))
-    return -q.entropy() - e_log_p
-
-
-def _chi2_forward_terms(p: GaussianMixture, q: Gaussian):
-    """Per-pair log-masses ``log pi_i pi_j int N_i N_j / q`` and their pieces."""
-    a = p.scales**2
-    ai, aj = a[:, None], a[None, :]
-    mi, mj = p.locs[:, None], p.locs[None, :]
-    cov = ai * aj / (ai + aj)
-    centre = (mi * aj + mj * ai) / (ai + aj)
-    var_sum = ai + aj
-    log_n = -0.5 * (jnp.log(var_sum) + _LOG_2PI) - 0.5 * (mi - mj) ** 2 / var_sum
-    s2 = q.variance
-    d = s2 - cov
-    diff = centre - q.loc
-    log_pi = jnp.log(p.probs)
-    log_int = log_n + 0.5 * _LOG_2PI + 2.0 * q.log_scale - 0.5 * jnp.log(d) + 0.5 * diff**2 / d
-    log_terms = log_pi[:, None] + log_pi[None, :] + log_int
-    return log_terms, diff, d, s2
-
-
-def _log1p_chi2_forward(p, q):
-    log_terms, *_ = _chi2_forward_terms(p, q)
-    return logsumexp(log_terms)
-
-
-def _chi2_reverse_nodes(p: GaussianMixture, q: Gaussian):
-    # Anchors at the centres of q^2 / N_k, which bound q^2 / p from above.
-    lam = 2.0 / q.variance - 1.0 / p.scales**2
-    pos = lam > 0
-    safe_lam = jnp.where(pos, lam, 1.0)
-    centre = (2.0 * q.loc / q.variance - p.locs / p.scales**2) / safe_lam
-    width = jnp.where(pos, 1.0 / jnp.sqrt(safe_lam), q.scale)
-    centre = jnp.where(pos, centre, q.loc)
-    return quadrature.nodes(p, q, centre, width)
-
-
-def _chi2_reverse_log_terms(p, q):
-    x, w = _chi2_reverse_nodes(p, q)
-    return x, w, 2.0 * q.log_prob(x) - p.normalized_log_prob(x)
-
-
-def _log1p_chi2_reverse(p, q):
-    _, w, log_f = _chi2_reverse_log_terms(p, q)
-    return logsumexp(log_f, b=w)
-
-
-# Chi-squares are computed as log(1 + chi^2), which never overflows.
-_LOG1P_CHI2 = {"chi2_forward": _log1p_chi2_forward, "chi2_reverse": _log1p_chi2_reverse}
-_VALUES = {
-    "kl_forward": _kl_forward,
-    "kl_reverse": _kl_reverse,
-    "chi2_forward": lambda p, q: jnp.expm1(_log1p_chi2_forward(p, q)),
-    "chi2_reverse": lambda p, q: jnp.expm1(_log1p_chi2_reverse(p, q)),
-}
-
-
-def divergence(name: str, p: GaussianMixture, q: Gaussian) -> jax.Array:
-    r"""The exact divergence ``name`` between normalized ``p`` and ``q``.
-
-    Args:
-      name: one of `DIVERGENCES`.
-      p: the target (weights need not be normalized; ``p / Z`` is used).
-      q: the Gaussian; a scalar ``q`` gives a scalar (vmap for batches).
-
-    Returns:
-      The value, ``+inf`` where the divergence is infinite (chi-squares; see
-      the module docstring for the conditions).
-
-    A d-dimensional target (and a `DiagGaussian` or `FullRankGaussian` ``q``)
-    routes to `divjax.multivariate.mv_divergence`, which says which divergences
-    are exact in which dimension.
-    """
-    if isinstance(p, MvGaussianMixture):
-        from divjax.multivariate import mv_divergence  # downstream: it routes d = 1 here
-
-        return mv_divergence(name, p, q)
-    _check_args(name, p, q)
-    value = _VALUES[name](p, _safe_q(name, p, q))
-    if name.startswith("chi2"):
-        value = jnp.where(is_infinite(name, p, q), jnp.inf, value)
-    return value
-
-
-# ---------------------------------------------------------------------------
-# Hand-derived gradients
-
-
-def _grad_kl_forward(p, q):
-    # -E_p[grad log q] with E_p[x] and E_p[(x - mu)^2] in closed form.
-    second = p.variance() + (p.mean() - q.loc) ** 2
-    return Gaussian._make((-(p.mean() - q.loc) / q.variance, 1.0 - second / q.variance))
-
-
-def _grad_kl_reverse(p, q):
-    # grad_mu = -E_q[d/dx log p],  grad_log_sigma = -1 - E_q[(x - mu) d/dx log p].
-    x, w = quadrature.nodes(p, q)
-    wq = w * jnp.exp(q.log_prob(x))
-    g = p.grad_log_prob(x)
-    return Gaussian._make((-jnp.sum(wq * g), -1.0 - jnp.sum(wq * (x - q.loc) * g)))
-
-
-def _grad_chi2_forward(p, q):
-    log_terms, diff, d, s2 = _chi2_forward_terms(p, q)
-    lse = logsumexp(log_terms)
-    r = jnp.exp(log_terms - lse)
-    d_loc = -diff / d
-    d_log_scale = 2.0 - s2 / d - s2 * diff**2 / d**2
-    # (1 + chi^2) * E_r[d log I]; in log space so an overflowing (finite but
-    # > 1e308) chi-square gives +-inf, never inf * 0 = NaN.
-    return Gaussian._make(tuple(_scaled(lse, jnp.sum(r * d)) for d in (d_loc, d_log_scale)))
-
-
-def _scaled(log_scale, x):
-    """``exp(log_scale) * x`` without forming ``inf * 0``."""
-    return jnp.sign(x) * jnp.exp(log_scale + jnp.log(jnp.abs(x)))
-
-
-def _grad_chi2_reverse(p, q):
-    # 2 E_q[(q / p) grad_phi log q] = 2 int (q^2 / p) grad_phi log q.
-    x, w, log_f = _chi2_reverse_log_terms(p, q)
-    score = q.score(x)
-    out = []
-    for s in score:
-        val, sign = logsumexp(log_f, b=w * s, return_sign=True)
-        out.append(2.0 * sign * jnp.exp(val))
-    return Gaussian._make(out)
-
-
-_GRADS = {
-    "kl_forward": _grad_kl_forward,
-    "kl_reverse": _grad_kl_reverse,
-    "chi2_forward": _grad_chi2_forward,
-    "chi2_reverse": _grad_chi2_reverse,
-}
-
-
-def _mark_infinite(name, p, q, grad: Gaussian) -> Gaussian:
-    if not name.startswith("chi2"):
-        return grad
-    inf = is_infinite(name, p, q)
+def _mark_infinite(grad, inf):
     return jax.tree_util.tree_map(lambda g: jnp.where(inf, jnp.inf, g), grad)
 
 
-def exact_grad(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
-    r"""The hand-derived exact gradient with respect to ``(loc, log_scale)``.
+def _autodiff(name, alpha, p, q):
+    kl = _reduces_to_kl(name, alpha)
+    if kl is not None or name == "jensen_shannon":
+        return jax.grad(lambda q_: _values(name, alpha, p, q_)[0])(q)
+    a = exponent(name, alpha)
+    log_i, g = jax.value_and_grad(lambda q_: integrals.log_power_integral(p, q_, a))(q)
+    if name.startswith("renyi"):
+        return jax.tree_util.tree_map(lambda v: v / (alpha - 1.0), g)
+    # value = c expm1(log I): chi-squares c = 1, Hellinger c = -1, Amari c = 1 / (alpha (alpha - 1)).
+    c = {"hellinger": -1.0, "amari": 1.0 / (alpha * (alpha - 1.0)) if alpha else 1.0}.get(name, 1.0)
+    return jax.tree_util.tree_map(lambda v: gradients_1d.scaled(log_i, c * v), g)
 
-    - ``kl_forward``: ``-E_p[grad log q]`` from the mixture's mean and variance.
-    - ``kl_reverse``: ``(-E_q[d/dx log p], -1 - E_q[(x - mu) d/dx log p])`` by
-      quadrature (the seed page's formula, reparameterized).
-    - ``chi2_forward``: closed form (derivative of the pairwise Gaussian integrals).
-    - ``chi2_reverse``: ``2 E_q[(q / p) grad log q]`` by quadrature.
 
-    Where the divergence is infinite there is no gradient: every component is
-    returned as ``+inf`` (never a made-up finite number, never NaN).
+def autodiff_grad(name: str, p, q, *, alpha=None):
+    r"""``jax.grad`` of `divergence` with respect to ``q``'s parameters (``+inf`` where infinite).
 
-    A d-dimensional target routes to `divjax.multivariate.mv_exact_grad`.
+    Power divergences are differentiated through ``log I`` and rescaled in log
+    space, so a value beyond the float range gives ``+-inf``, never NaN.
     """
-    if isinstance(p, MvGaussianMixture):
-        from divjax.multivariate import mv_exact_grad  # downstream: it routes d = 1 here
-
-        return mv_exact_grad(name, p, q)
-    _check_args(name, p, q)
-    return _mark_infinite(name, p, q, _GRADS[name](p, _safe_q(name, p, q)))
+    alpha = check_divergence(name, alpha)
+    lookup(name, p, q, alpha, what="gradient")
+    q_used, inf = _guard(name, alpha, p, q)
+    return _mark_infinite(_autodiff(name, alpha, p, q_used), inf)
 
 
-def autodiff_grad(name: str, p: GaussianMixture, q: Gaussian) -> Gaussian:
-    """``jax.grad`` of `divergence` with respect to ``q`` (``+inf`` where infinite).
+def exact_grad(name: str, p, q, *, alpha=None):
+    r"""The exact gradient with respect to ``q``'s parameters (a pytree like ``q``).
 
-    Chi-squares are differentiated through ``log(1 + chi^2)`` and rescaled by
-    ``1 + chi^2`` in log space, so a finite chi-square too large for the float
-    type gives a gradient of ``+-inf``, not NaN.
+    Hand-derived formulas (`divjax.gradients_1d`) for the four KL and
+    chi-square divergences and a 1-D `Gaussian`; `autodiff_grad` otherwise.
+    ``kl_forward``'s gradient is closed form in any ``d``. Where the divergence
+    is infinite every component is ``+inf`` (never a made-up number, never NaN).
     """
-    _check_args(name, p, q)
-    if name in _LOG1P_CHI2:
-        # grad chi^2 = (1 + chi^2) grad log(1 + chi^2), rescaled in log space.
-        log1p, grad = jax.value_and_grad(lambda q_: _LOG1P_CHI2[name](p, _safe_q(name, p, q_)))(q)
-        grad = jax.tree_util.tree_map(lambda g: _scaled(log1p, g), grad)
+    alpha = check_divergence(name, alpha)
+    method = lookup(name, p, q, alpha, what="gradient")
+    q_used, inf = _guard(name, alpha, p, q)
+    if method.hand_grad is not None and _reduces_to_kl(name, alpha) in (None, name):
+        grad = method.hand_grad(p, q_used)
+    elif _reduces_to_kl(name, alpha) == "kl_forward":
+        grad = jax.grad(lambda q_: cross_entropy(p, q_))(q_used)
     else:
-        grad = jax.grad(lambda q_: _VALUES[name](p, q_))(q)
-    return _mark_infinite(name, p, q, grad)
+        grad = _autodiff(name, alpha, p, q_used)
+    return _mark_infinite(grad, inf)
 
 
 __all__ = [
+    "ALL_DIVERGENCES",
+    "ALPHA_DIVERGENCES",
     "DIVERGENCES",
-    "divergence",
-    "exact_grad",
+    "EXACT",
+    "EXACTNESS",
     "autodiff_grad",
-    "is_infinite",
-    "infinite_reason",
-    "neg_entropy",
     "check_divergence",
+    "check_exact_target",
+    "divergence",
+    "exact_available",
+    "exact_grad",
+    "exponent",
+    "infinite_reason",
+    "is_infinite",
+    "log1p_divergence",
+    "lookup",
+    "objective",
 ]

@@ -1,10 +1,18 @@
-r"""Fitting ``q`` by gradient descent on a divergence: one jit-compiled ``lax.scan``.
+r"""Fitting ``q`` by gradient descent on a divergence: one step function, used everywhere.
 
-The data path: surrogate loss (`divjax.surrogate`) -> ``jax.grad`` -> optax
-update -> `lax.scan` over steps. A step whose gradient or new parameters are
-not finite (too large a step, a negative step size running away, a collapsing
-scale, an infinite chi-square) is not taken: the fit freezes at the last
-finite ``q`` and records the step at which it diverged.
+`fitter` returns a `Fitter` of pure functions in the blackjax style:
+``state = fitter.init(q0, key)`` and ``state, info = fitter.step(state, key)``,
+both jit- and vmap-compatible, so a user can put a divjax step in a loop of
+their own. `fit` runs it in one jit-compiled ``lax.scan``; `divjax.sweep`
+vmaps it over seeds; the plots' trajectories and the explorer call the same
+step.
+
+The data path of one step: surrogate loss (`divjax.surrogate`) -> ``jax.grad``
+-> optax update -> apply. A step whose gradient or new parameters are not
+finite (too large a step, a negative step size running away, a collapsing
+scale, an infinite chi-square), or that leaves the coordinates' domain, is
+not taken: the fit freezes at the last finite ``q`` and records why
+(`divjax.status`).
 """
 
 from __future__ import annotations
@@ -18,58 +26,63 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from divjax import _progress
-from divjax.divergences import divergence
-from divjax.estimators import Stateful, check_estimator, stateful_surrogate, stateless
-from divjax.families import Gaussian
-from divjax.mv_families import DiagGaussian, FullRankGaussian, MixtureGaussian, MvGaussianMixture
+from divjax import _checks, _progress, status
+from divjax.coordinates import Parameterization, get_parameterization, own_parameters
+from divjax.divergences import divergence, exact_available
+from divjax.estimators import check_estimator, stateful_surrogate
+from divjax.families import check_family
 from divjax.natural import wrap_optimizer
-from divjax.optima import Optima, optimal_q
-from divjax.parameterizations import Parameterization, get_parameterization, mu_log_sigma
-from divjax.targets import GaussianMixture
+from divjax.optima import Optima, classify, optimal_q
+from divjax.status import FitStatus
+from divjax.targets import as_target, check_pair
 
 DEFAULT_LEARNING_RATE = 0.05
 DEFAULT_MOMENTUM = 0.9
 
-# FitStatus.optimum codes besides a row index of `Optima`.
-STUCK = -1  # converged nowhere known: not near any local minimum of the divergence
-UNKNOWN = -2  # no optima to compare with (callable target, or the fit diverged)
-
-# FitStatus.reason codes.
-OK, NONFINITE_GRAD, NONFINITE_PARAMS, SCALE_OUT_OF_RANGE, OUT_OF_DOMAIN = 0, 1, 2, 3, 4
-REASONS = {
-    OK: "ok",
-    NONFINITE_GRAD: "non-finite gradient",
-    NONFINITE_PARAMS: "non-finite parameters",
-    SCALE_OUT_OF_RANGE: "scale collapsed to 0 or exploded",
-    OUT_OF_DOMAIN: "step left the parameterization's domain",
-}
-
 
 class FitState(NamedTuple):
-    """The scan carry: coordinates ``theta``, optimizer state, PRNG key, step, divergence record.
+    """The state between steps (a pytree; batched under ``vmap``).
 
-    ``est_state`` is the estimator's state (`divjax.estimators.Stateful`): ``()``
-    for stateless estimators, the Markov chain's `divjax.msc.MSCState` for
-    ``msc``; like the parameters it is frozen once the fit diverges.
+    Attributes:
+      params: the optimizer's coordinates: ``(2,)`` for a 1-D `Gaussian` in a
+        `Parameterization`, else the family pytree itself.
+      opt_state: the optax state.
+      step: steps taken so far (``()`` int).
+      diverged_at: the step whose update was refused, or ``-1``.
+      reason: a `divjax.status.REASONS` code.
+      average: an exponential moving average of ``q`` over about ``window`` steps.
+      block_sum: the running sum of `divjax.status.summary` in the current block.
+      blocks: ``(NUM_BLOCKS, 2 d)`` ring of the last block means (the status's
+        "still moving" test); ``num_blocks`` counts the blocks completed.
+      est_state: the estimator's state (``()``, or MSC's chain).
     """
 
-    params: jax.Array
+    params: Any
     opt_state: optax.OptState
-    key: jax.Array
     step: jax.Array
     diverged_at: jax.Array
     reason: jax.Array
-    average: Gaussian
+    average: Any
+    block_sum: jax.Array
+    blocks: jax.Array
+    num_blocks: jax.Array
     est_state: Any = ()
 
 
 class StepInfo(NamedTuple):
-    """Per-step outputs of `make_step` (scalars)."""
+    """What one step saw: the surrogate's loss, the gradient's norm, the draw's ESS."""
 
     loss: jax.Array
     grad_norm: jax.Array
     ess: jax.Array
+
+
+class Fitter(NamedTuple):
+    """``init(q0, key) -> FitState``, ``step(state, key) -> (FitState, StepInfo)``, ``q(state)``."""
+
+    init: Callable[[Any, jax.Array], FitState]
+    step: Callable[[FitState, jax.Array], tuple[FitState, StepInfo]]
+    q: Callable[[FitState], Any]
 
 
 class FitTrace(NamedTuple):
@@ -77,63 +90,24 @@ class FitTrace(NamedTuple):
 
     Attributes:
       q: ``q`` after each step (frozen at the last finite ``q`` after divergence).
-      value: the exact divergence after each step, or ``None`` when it is not
-        available (callable target) or not requested (``trace_value=False``).
-      grad_norm: Euclidean norm of the gradient estimate at each step.
-      ess: effective sample size ``1 / sum w^2`` of the step's samples.
-      loss: the surrogate's loss value (a Z-free estimate; see `surrogate`).
+      value: the exact divergence after each step, or ``None`` where it is not
+        available or not requested.
+      grad_norm: the gradient estimate's Euclidean norm.
+      ess: the effective sample size of the step's samples.
+      loss: the surrogate's loss value (a Z-free estimate; see `divjax.surrogate`).
     """
 
-    q: Gaussian
+    q: Any
     value: jax.Array | None
     grad_norm: jax.Array
     ess: jax.Array
     loss: jax.Array
 
 
-class FitStatus(NamedTuple):
-    """How a fit ended (arrays, batched under `sweep`).
-
-    Attributes:
-      diverged_at: the step whose update went non-finite, or ``-1``.
-      reason: a code of `REASONS` (``0`` when the fit did not diverge).
-      optimum: the row of `optimal_q`'s `Optima` the fit settled near
-        (``0`` = global), `STUCK` (``-1``) when near none, `UNKNOWN` (``-2``)
-        when no optima were available or the fit diverged. Judged on the
-        moving average of the iterates over about the last tenth of the steps
-        (`FitState.average`), so Monte Carlo noise in the very last step does
-        not decide it.
-      final_value: the exact divergence at the final ``q`` (``nan`` only when
-        no exact value exists: callable target).
-    """
-
-    diverged_at: jax.Array
-    reason: jax.Array
-    optimum: jax.Array
-    final_value: jax.Array
-
-    @property
-    def diverged(self) -> jax.Array:
-        return self.diverged_at >= 0
-
-    def describe(self) -> str:
-        """A one-line summary of an unbatched status."""
-        if int(self.diverged_at) >= 0:
-            return f"diverged at step {int(self.diverged_at)} ({REASONS[int(self.reason)]})"
-        opt = int(self.optimum)
-        if opt == 0:
-            return "converged to the global optimum"
-        if opt > 0:
-            return f"converged to local optimum #{opt}"
-        if opt == STUCK:
-            return "stuck (near no local minimum)"
-        return "finished (no optima to compare with)"
-
-
 class FitResult(NamedTuple):
-    """The final ``q``, the per-step `FitTrace` and the `FitStatus`."""
+    """The final ``q``, the per-step `FitTrace` and the `divjax.status.FitStatus`."""
 
-    q: Gaussian
+    q: Any
     trace: FitTrace
     status: FitStatus
 
@@ -145,199 +119,7 @@ def default_optimizer(
     return optax.sgd(learning_rate, momentum=momentum or None)
 
 
-def _tree_finite(tree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
-def _scale_bounds(dtype) -> tuple[float, float]:
-    info = jnp.finfo(dtype)
-    return 0.5 * math.log(float(info.tiny)), 0.5 * math.log(float(info.max))
-
-
-def family_log_scales(q) -> jax.Array:
-    """The log standard deviations of ``q`` along its axes (all components), for the range check."""
-    if isinstance(q, (Gaussian, DiagGaussian)):
-        return jnp.asarray(q.log_scale)
-    if isinstance(q, FullRankGaussian):
-        return jnp.diagonal(q.chol, axis1=-2, axis2=-1)
-    return jnp.asarray(q.log_scales)
-
-
-# d-dimensional families are fitted in their own unconstrained parameters
-# (loc, log_scale / chol / logits): every value is a valid q.
-own_parameters = Parameterization(
-    "own",
-    lambda theta: theta,
-    lambda q: q,
-    None,
-    lambda theta: jnp.asarray(True),
-    None,
-)
-
-
-def init_state(
-    q0: Gaussian,
-    optimizer: optax.GradientTransformation,
-    key: jax.Array,
-    parameterization: Parameterization = mu_log_sigma,
-    estimator: Stateful | None = None,
-) -> FitState:
-    """The state before the first step; ``estimator.init(q0, fold_in(key, 1))`` starts its state."""
-    zero = jnp.zeros((), jnp.int32)
-    params = parameterization.from_gaussian(q0)
-    average = jax.tree_util.tree_map(jnp.asarray, q0)
-    est_state = () if estimator is None else estimator.init(q0, jax.random.fold_in(key, 1))
-    return FitState(params, optimizer.init(params), key, zero, zero - 1, zero, average, est_state)
-
-
-def average_rate(num_steps: int) -> float:
-    """Rate of the iterate average: a window of about ``num_steps / 10`` steps."""
-    return 1.0 / max(1.0, num_steps / 10.0)
-
-
-def make_step(
-    loss_fn: Callable | Stateful,
-    optimizer: optax.GradientTransformation,
-    parameterization: Parameterization = mu_log_sigma,
-    average_rate: float = 0.01,
-) -> Callable[[FitState], tuple[FitState, StepInfo]]:
-    """One optimizer step on ``loss_fn(q, key) -> (loss, aux)``, freezing on divergence.
-
-    ``loss_fn`` may also be a `divjax.estimators.Stateful`, whose state is
-    threaded through ``FitState.est_state`` (the new state of a step that is
-    not taken is discarded with the rest of that step).
-
-    The optimizer acts on ``theta`` in ``parameterization``'s coordinates; the
-    gradient is ``jax.grad`` through ``to_gaussian``. Once a fit has diverged
-    every later step is a no-op, so a batch of fits (``vmap``) can run the
-    same number of steps whatever happens to each. ``state.average`` is an
-    exponential moving average (rate ``average_rate``) of ``q``'s parameters.
-    """
-    to_q = parameterization.to_gaussian
-    est = loss_fn if isinstance(loss_fn, Stateful) else stateless(loss_fn)
-    grad_fn = jax.value_and_grad(
-        lambda theta, key, s: est.loss_fn(to_q(theta), key, s), has_aux=True
-    )
-
-    def step(state: FitState) -> tuple[FitState, StepInfo]:
-        key, sub = jax.random.split(state.key)
-        (loss, (aux, est_state)), grad = grad_fn(state.params, sub, state.est_state)
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        q = to_q(params)
-        log_scales = family_log_scales(q)
-        lo, hi = _scale_bounds(log_scales.dtype)
-        grad_ok = _tree_finite(grad)
-        domain_ok = parameterization.in_domain(params) | ~_tree_finite(params)
-        params_ok = _tree_finite(params) & _tree_finite(q)
-        scale_ok = jnp.all((log_scales > lo) & (log_scales < hi))
-        # The first failed check, in priority order, names the reason.
-        reason = jnp.select(
-            [~grad_ok, ~domain_ok, ~params_ok, ~scale_ok],
-            [NONFINITE_GRAD, OUT_OF_DOMAIN, NONFINITE_PARAMS, SCALE_OUT_OF_RANGE],
-            OK,
-        ).astype(jnp.int32)
-        alive = state.diverged_at < 0
-        take = alive & (reason == OK)
-        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-            lambda a, b: jnp.where(take, a, b), new, old
-        )
-        average = jax.tree_util.tree_map(lambda m, x: m + average_rate * (x - m), state.average, q)
-        new_state = FitState(
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            key=key,
-            step=state.step + 1,
-            diverged_at=jnp.where(alive & ~take, state.step, state.diverged_at),
-            reason=jnp.where(alive & ~take, reason, state.reason),
-            average=keep(average, state.average),
-            est_state=keep(est_state, state.est_state),
-        )
-        grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad)))
-        return new_state, StepInfo(loss, grad_norm, aux.ess)
-
-    return step
-
-
-def classify(
-    q: Gaussian, diverged_at: jax.Array, optima: Optima | None, tol: float = 0.2
-) -> jax.Array:
-    """Which optimum ``q`` is near: a row of ``optima``, `STUCK` or `UNKNOWN`.
-
-    "Near" means ``|loc - loc*| < tol * scale*`` and ``|log_scale - log_scale*| < tol``.
-    """
-    if optima is None:
-        return jnp.full(jnp.shape(diverged_at), UNKNOWN, jnp.int32)
-    if not isinstance(q, Gaussian):
-        return _classify_mv(q, diverged_at, optima, tol)
-    loc = jnp.asarray(q.loc)[..., None]
-    log_scale = jnp.asarray(q.log_scale)[..., None]
-    near = (jnp.abs(loc - optima.q.loc) < tol * optima.q.scale) & (
-        jnp.abs(log_scale - optima.q.log_scale) < tol
-    )
-    idx = jnp.where(jnp.any(near, axis=-1), jnp.argmax(near, axis=-1), STUCK).astype(jnp.int32)
-    return jnp.where(diverged_at >= 0, UNKNOWN, idx)
-
-
-def _classify_mv(q, diverged_at, optima: Optima, tol: float) -> jax.Array:
-    """`classify` for d-dimensional q: every axis's loc and log sd within ``tol``."""
-    sd = jnp.sqrt(jnp.diagonal(q.cov, axis1=-2, axis2=-1))  # (d,)
-    opt_sd = jnp.sqrt(jnp.diagonal(optima.q.cov, axis1=-2, axis2=-1))  # (n, d)
-    near = jnp.all(jnp.abs(q.loc - optima.q.loc) < tol * opt_sd, axis=-1) & jnp.all(
-        jnp.abs(jnp.log(sd) - jnp.log(opt_sd)) < tol, axis=-1
-    )
-    idx = jnp.where(jnp.any(near), jnp.argmax(near), STUCK).astype(jnp.int32)
-    return jnp.where(diverged_at >= 0, UNKNOWN, idx)
-
-
-def _check_family(q0, target, name, parameterization, natural_gradient, fixed_scale):
-    """Raises `ValueError` where ``q0`` does not fit; True when ``q0`` is d-dimensional."""
-    if isinstance(q0, Gaussian):
-        if isinstance(target, MvGaussianMixture):
-            raise ValueError(
-                "a d-dimensional target needs a DiagGaussian, FullRankGaussian or "
-                "MixtureGaussian q0, got Gaussian"
-            )
-        return False
-    if not isinstance(q0, (DiagGaussian, FullRankGaussian, MixtureGaussian)):
-        raise ValueError(
-            "q0 must be a divjax.Gaussian, DiagGaussian, FullRankGaussian or MixtureGaussian, "
-            f"got {type(q0).__name__}"
-        )
-    if isinstance(target, GaussianMixture):
-        raise ValueError(
-            f"a 1-D GaussianMixture target needs a divjax.Gaussian q0, got {type(q0).__name__}"
-        )
-    if parameterization != "mu_log_sigma" or natural_gradient or fixed_scale:
-        raise ValueError(
-            f"a {type(q0).__name__} q0 is fitted in its own unconstrained parameters: "
-            "parameterization, natural_gradient and fixed_scale apply to the 1-D Gaussian only"
-        )
-    return True
-
-
-def _exact_value_available(name, target, q0) -> bool:
-    """Whether `divergence` gives the exact value at every ``q`` of ``q0``'s family."""
-    if isinstance(target, GaussianMixture):
-        return True
-    if not isinstance(target, MvGaussianMixture) or isinstance(q0, MixtureGaussian):
-        return False
-    return name == "chi2_forward" or target.dim <= 2
-
-
-def _default_optima(name, target, q0) -> Optima | None:
-    if isinstance(target, GaussianMixture):
-        return optimal_q(name, target)
-    if not _exact_value_available(name, target, q0) and name != "kl_forward":
-        return None
-    if isinstance(q0, MixtureGaussian) or not isinstance(target, MvGaussianMixture):
-        return None
-    family = "diag" if isinstance(q0, DiagGaussian) else "full"
-    return optimal_q(name, target, family=family)
-
-
-def resolve_optimizer(optimizer, learning_rate, momentum) -> optax.GradientTransformation:
+def resolve_optimizer(optimizer, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAULT_MOMENTUM):
     if optimizer is None:
         return default_optimizer(learning_rate, momentum)
     if not isinstance(optimizer, optax.GradientTransformation):
@@ -347,9 +129,192 @@ def resolve_optimizer(optimizer, learning_rate, momentum) -> optax.GradientTrans
     return optimizer
 
 
+def _tree_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _scale_bounds(dtype) -> tuple[float, float]:
+    info = jnp.finfo(dtype)
+    return 0.5 * math.log(float(info.tiny)), 0.5 * math.log(float(info.max))
+
+
+def coordinates(q, parameterization, natural_gradient=False, fixed_scale=False) -> Parameterization:
+    """The coordinates ``q``'s family is fitted in (`ValueError` for 1-D-only options)."""
+    if q.family == "gaussian":
+        return get_parameterization(parameterization)
+    if parameterization not in ("mu_log_sigma", own_parameters) or natural_gradient or fixed_scale:
+        raise ValueError(
+            f"a {type(q).__name__} q0 is fitted in its own unconstrained parameters: "
+            "parameterization, natural_gradient and fixed_scale apply to the 1-D Gaussian only"
+        )
+    return own_parameters
+
+
+def fitter(
+    target,
+    name: str,
+    estimator: str = "exact",
+    *,
+    num_samples: int = 16,
+    optimizer: optax.GradientTransformation | None = None,
+    alpha=None,
+    parameterization: str | Parameterization = "mu_log_sigma",
+    natural_gradient: bool = False,
+    damping: float = 0.0,
+    clip_norm: float | None = None,
+    fixed_scale: bool = False,
+    window: int = 100,
+) -> Fitter:
+    r"""The step-level fitting API: pure ``init`` and ``step`` functions.
+
+    Example::
+
+        f = dj.fitter(p, "kl_reverse", "reparam", num_samples=16)
+        state = f.init(q0, jax.random.key(0))
+        step = jax.jit(f.step)
+        for t in range(1000):
+            state, info = step(state, jax.random.key(t))
+        q = f.q(state)
+
+    ``jax.vmap(f.init)`` and ``jax.vmap(f.step)`` batch fits (over keys, or
+    over starts ``q0`` with batched leaves). Optimizers that need the loss
+    value (``optax.lbfgs``, ``optax.contrib.reduce_on_plateau``) receive
+    ``value``, ``grad`` and ``value_fn`` (the loss at other parameters, same
+    key) through optax's extra-args protocol.
+
+    Args:
+      target, name, estimator, num_samples, alpha: as `divjax.surrogate`.
+      optimizer: any optax transformation (default `default_optimizer`).
+      parameterization, natural_gradient, damping, clip_norm, fixed_scale: as `fit`.
+      window: steps the iterate average (and the "still moving" test) spans.
+    """
+    est = stateful_surrogate(name, estimator, target, num_samples, alpha=alpha)
+    base = optax.with_extra_args_support(resolve_optimizer(optimizer))
+    window = _checks.check_int(window, "window", 1)
+    rate = 1.0 / window
+    block = max(1, window // status.BLOCKS_PER_WINDOW)
+
+    def parts(q):
+        param = coordinates(q, parameterization, natural_gradient, fixed_scale)
+        opt = wrap_optimizer(
+            base, param, natural=natural_gradient, damping=damping, clip_norm=clip_norm, fixed_scale=fixed_scale
+        )
+        return param, optax.with_extra_args_support(opt)
+
+    def init(q0, key: jax.Array) -> FitState:
+        check_family(q0, "q0")
+        param, opt = parts(q0)
+        params = param.from_gaussian(q0)
+        zero = jnp.zeros((), jnp.int32)
+        q0 = jax.tree_util.tree_map(jnp.asarray, q0)
+        v = status.summary(q0)
+        blocks = jnp.zeros((status.NUM_BLOCKS,) + v.shape, v.dtype)
+        return FitState(
+            params, opt.init(params), zero, zero - 1, zero, q0, jnp.zeros_like(v), blocks, zero,
+            est.init(q0, key),
+        )  # fmt: skip
+
+    def step(state: FitState, key: jax.Array) -> tuple[FitState, StepInfo]:
+        param, opt = parts(state.average)
+        to_q = param.to_gaussian
+
+        def loss_of(params):
+            return est.loss_fn(to_q(params), key, state.est_state)
+
+        (loss, (aux, est_state)), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = opt.update(
+            grad, state.opt_state, state.params, value=loss, grad=grad, value_fn=lambda x: loss_of(x)[0]
+        )
+        params = optax.apply_updates(state.params, updates)
+        q = to_q(params)
+        log_scales = q.log_marginal_scales()
+        lo, hi = _scale_bounds(jnp.result_type(log_scales))
+        finite = _tree_finite(params) & _tree_finite(q)
+        # The first failed check, in priority order, names the reason.
+        reason = jnp.select(
+            [
+                ~_tree_finite(grad),
+                ~(param.in_domain(params) | ~_tree_finite(params)),
+                ~finite,
+                ~jnp.all((log_scales > lo) & (log_scales < hi)),
+            ],
+            [status.NONFINITE_GRAD, status.OUT_OF_DOMAIN, status.NONFINITE_PARAMS, status.SCALE_OUT_OF_RANGE],
+            status.OK,
+        ).astype(jnp.int32)
+        alive = state.diverged_at < 0
+        take = alive & (reason == status.OK)
+
+        def keep(new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
+
+        new_params = keep(params, state.params)
+        q_now = to_q(new_params)
+        average = jax.tree_util.tree_map(lambda m, x: m + rate * (x - m), state.average, q_now)
+        block_sum = state.block_sum + status.summary(q_now)
+        full = (state.step + 1) % block == 0
+        slot = state.num_blocks % status.NUM_BLOCKS
+        blocks = jnp.where(full, state.blocks.at[slot].set(block_sum / block), state.blocks)
+        new_state = FitState(
+            params=new_params,
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + 1,
+            diverged_at=jnp.where(alive & ~take, state.step, state.diverged_at),
+            reason=jnp.where(alive & ~take, reason, state.reason),
+            average=average,
+            block_sum=jnp.where(full, 0.0, block_sum),
+            blocks=blocks,
+            num_blocks=state.num_blocks + full.astype(jnp.int32),
+            est_state=keep(est_state, state.est_state),
+        )
+        grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad)))
+        return new_state, StepInfo(loss, grad_norm, aux.ess)
+
+    def current_q(state: FitState):
+        param, _ = parts(state.average)
+        return param.to_gaussian(state.params)
+
+    return Fitter(init, step, current_q)
+
+
+def judge(
+    state: FitState,
+    target,
+    optima: Optima | None,
+    *,
+    final_value: jax.Array,
+    tol: float = 0.2,
+    move_tol: float = status.MOVE_TOL,
+) -> FitStatus:
+    """The `FitStatus` of a finished fit (``state`` possibly batched; see `divjax.status`)."""
+    diverged = state.diverged_at >= 0
+    drift, significant = status.trend(state.blocks, state.num_blocks, state.average)
+    optimum = classify(state.average, optima, tol)
+    optimum = jnp.where(diverged | (optima is None), status.UNKNOWN, optimum).astype(jnp.int32)
+    return FitStatus(
+        diverged_at=state.diverged_at,
+        reason=state.reason,
+        optimum=optimum,
+        moving=~diverged & significant & (drift > move_tol),
+        ran_away=~diverged & status.ran_away(state.average, target),
+        final_value=final_value,
+        drift=drift,
+    )
+
+
+def default_optima(name, target, q0, alpha=None, fixed_log_scale=None) -> Optima | None:
+    """`divjax.optimal_q` for ``q0``'s family where it is defined (cached), else None."""
+    if not hasattr(target, "mvn") or q0.family == "mixture":
+        return None
+    family = "diag" if q0.family == "diag" else "full"
+    try:
+        return optimal_q(name, target, alpha=alpha, family=family, fixed_log_scale=fixed_log_scale)
+    except (ValueError, RuntimeError):
+        return None
+
+
 def fit(
     target,
-    q0: Gaussian,
+    q0,
     name: str,
     estimator: str = "exact",
     *,
@@ -359,109 +324,113 @@ def fit(
     momentum: float = DEFAULT_MOMENTUM,
     num_steps: int = 1000,
     key: jax.Array | None = None,
+    alpha=None,
     parameterization: str | Parameterization = "mu_log_sigma",
     trace_value: bool = True,
     optima: Optima | None = None,
     tol: float = 0.2,
+    move_tol: float = status.MOVE_TOL,
     progress: bool | None = None,
     natural_gradient: bool = False,
     damping: float = 0.0,
     clip_norm: float | None = None,
     fixed_scale: bool = False,
 ) -> FitResult:
-    r"""Fits ``q`` to ``target`` by descending the divergence ``name``.
+    r"""Fits ``q`` to ``target`` by descending the divergence ``name``, in one compiled scan.
 
     Args:
-      target: a `GaussianMixture` (1-D or d-dimensional), or a callable
-        unnormalized ``log p~(x)`` (Monte Carlo estimators only).
-      q0: the starting `Gaussian` (1-D), or in ``d`` dimensions a
-        `DiagGaussian`, `FullRankGaussian` or `MixtureGaussian`, fitted in its
-        own unconstrained parameters (``parameterization``,
-        ``natural_gradient`` and ``fixed_scale`` are for the 1-D `Gaussian`).
-      name: one of `divjax.DIVERGENCES`.
+      target: a `GaussianMixture` (any ``d``), a `LogDensity`, a distribution
+        with ``log_prob``, or a callable ``log p~`` of one point (Monte Carlo only).
+      q0: the start: a `Gaussian` (1-D), `DiagGaussian`, `FullRankGaussian` or
+        `MixtureGaussian` (the last three in their own unconstrained parameters).
+      name: the divergence (`divjax.DIVERGENCES`, `divjax.ALPHA_DIVERGENCES`).
       estimator: one of ``divjax.ESTIMATORS[name]``; ``"exact"`` by default.
       num_samples: ``K``, Monte Carlo samples per step (static: fixes shapes).
-      optimizer: any optax ``GradientTransformation``; by default
-        ``optax.sgd(learning_rate, momentum=momentum)``.
-      learning_rate, momentum: for the default optimizer (negative learning
-        rates ascend: the seed post's "running away").
-      num_steps: optimizer steps, all inside one ``lax.scan``.
-      key: PRNG key; required for Monte Carlo estimators.
-      parameterization: the coordinates gradient descent runs in (a name in
-        `divjax.PARAMETERIZATIONS` or a `Parameterization`).
-      trace_value: record the exact divergence after every step (costs one
-        exact evaluation per step; ignored where no exact value exists:
-        callable targets, a `MixtureGaussian` q, reverse divergences and
-        ``kl_forward`` beyond ``d = 2``).
-      optima: the `Optima` to classify the final ``q`` against; computed with
-        `divjax.optimal_q` for a `GaussianMixture` target when omitted (in
-        ``d`` dimensions where `optimal_q` can: not for a `MixtureGaussian`).
-      tol: closeness to an optimum, see `classify`.
-      progress: show a progress bar (default: only on a terminal, and only
-        once the fit has run for two seconds).
-      natural_gradient: precondition by the inverse Fisher information in
-        ``parameterization``'s coordinates (`divjax.natural.natural_gradient`,
-        with ``damping``) before ``optimizer``.
-      damping: added to the Fisher's diagonal when ``natural_gradient``.
-      clip_norm: clip the gradient's global norm (``optax.clip_by_global_norm``)
-        before anything else sees it; ``None`` for no clipping.
-      fixed_scale: fit the location only, the scale held at ``q0``'s
-        (``mu_log_sigma``, ``mu_sigma`` and ``mu_tau`` only).
+      optimizer: any optax transformation; by default
+        ``optax.sgd(learning_rate, momentum=momentum)`` (negative rates ascend).
+      num_steps: optimizer steps.
+      key: PRNG key; required for Monte Carlo estimators. Step ``t`` uses
+        ``fold_in(key, t)``; the estimator's state starts from ``key``.
+      alpha: the order of ``renyi_*`` and ``amari``.
+      parameterization: the 1-D Gaussian's coordinates (`divjax.PARAMETERIZATIONS`).
+      trace_value: record the exact divergence after every step (where exact).
+      optima: the `Optima` to judge the end against; by default
+        `divjax.optimal_q` where it is defined (cached per target and divergence).
+      tol: closeness to an optimum (`divjax.optima.classify`).
+      move_tol: the averaged iterate's largest movement over the last tenth
+        of the steps for the fit to count as settled (`divjax.status`).
+      progress: show a progress bar (default: on a terminal, after 2 s).
+      natural_gradient, damping: precondition by the inverse Fisher information
+        in ``parameterization``'s coordinates (`divjax.natural_gradient`).
+      clip_norm: clip the gradient's global norm before anything else sees it.
+      fixed_scale: fit the location only, the scale held at ``q0``'s; the end
+        is judged against the optimum at that scale.
 
     Returns:
-      `FitResult` ``(q, trace, status)``. A step that would leave the
-      parameterization's domain (``sigma <= 0``, ``tau <= 0``, ``eta2 >= 0``,
-      ``m2 <= m1^2``) is not taken: the fit is reported as diverged with reason
-      `OUT_OF_DOMAIN`.
+      `FitResult` ``(q, trace, status)``.
+
+    Raises:
+      ValueError: bad arguments (before any tracing), or ``fit`` itself
+        called under ``jit``/``vmap`` (use `fitter`'s ``init``/``step`` there).
     """
-    check_estimator(name, estimator, target, num_samples)
-    multivariate = _check_family(q0, target, name, parameterization, natural_gradient, fixed_scale)
-    optimizer = resolve_optimizer(optimizer, learning_rate, momentum)
-    if multivariate:
-        parameterization = own_parameters
-    optimizer = wrap_optimizer(
-        optimizer,
-        get_parameterization(parameterization),
-        natural=natural_gradient,
-        damping=damping,
-        clip_norm=clip_norm,
-        fixed_scale=fixed_scale,
-    )
+    if not _checks.is_concrete(*jax.tree_util.tree_leaves(q0)):
+        raise ValueError(
+            "fit compiles and runs its own program; under jax.jit or jax.vmap use "
+            "divjax.fitter(...).init / .step instead"
+        )
+    check_family(q0, "q0")
+    _, alpha, target = check_estimator(name, estimator, target, num_samples, alpha=alpha)
+    check_pair(target, q0)
+    target = as_target(target, q0.event_shape)
+    coordinates(q0, parameterization, natural_gradient, fixed_scale)
+    num_steps = _checks.check_int(num_steps, "num_steps", 1)
     if key is None:
         if estimator != "exact":
             raise ValueError(f"key is required for the Monte Carlo estimator {estimator!r}")
         key = jax.random.key(0)
-    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    exact_available = _exact_value_available(name, target, q0)
+    window = max(1, num_steps // 10)
+    f = fitter(
+        target, name, estimator, num_samples=num_samples,
+        optimizer=resolve_optimizer(optimizer, learning_rate, momentum), alpha=alpha,
+        parameterization=parameterization, natural_gradient=natural_gradient, damping=damping,
+        clip_norm=clip_norm, fixed_scale=fixed_scale, window=window,
+    )  # fmt: skip
+    exact = q0.family != "mixture" and exact_available(name, target, q0, alpha)
     if optima is None:
-        optima = _default_optima(name, target, q0)
-
-    param = get_parameterization(parameterization)
-    est = stateful_surrogate(name, estimator, target, num_samples)
-    step = make_step(est, optimizer, param, average_rate(num_steps))
-    record_value = trace_value and exact_available
+        fixed = float(q0.log_scale) if fixed_scale else None
+        optima = default_optima(name, target, q0, alpha, fixed)
+    record = trace_value and exact
 
     def scan_body(state, _):
-        state, info = step(state)
-        q = param.to_gaussian(state.params)
-        value = divergence(name, target, q) if record_value else None
+        state, info = f.step(state, jax.random.fold_in(key, state.step))
+        q = f.q(state)
+        value = divergence(name, target, q, alpha=alpha) if record else None
         return state, FitTrace(q, value, info.grad_norm, info.ess, info.loss)
 
     def advance(state, length):
         return jax.lax.scan(scan_body, state, None, length=length)
 
-    state = init_state(q0, optimizer, key, param, est)
+    state = f.init(q0, key)
     state, trace, _ = _progress.run_chunked(
         advance, state, num_steps, desc=f"fit {name}/{estimator}", enabled=progress
     )
-    q = param.to_gaussian(state.params)
+    q = f.q(state)
     dtype = jax.tree_util.tree_leaves(q0)[0].dtype
-    final_value = divergence(name, target, q) if exact_available else jnp.asarray(jnp.nan, dtype)
-    status = FitStatus(
-        diverged_at=state.diverged_at,
-        reason=state.reason,
-        optimum=classify(state.average, state.diverged_at, optima, tol),
-        final_value=final_value,
+    final = divergence(name, target, q, alpha=alpha) if exact else jnp.asarray(jnp.nan, dtype)
+    result_status = judge(
+        state, target, optima, final_value=final, tol=tol, move_tol=move_tol
     )
-    return FitResult(q, trace, status)
+    return FitResult(q, trace, result_status)
+
+
+__all__ = [
+    "FitResult",
+    "FitState",
+    "FitTrace",
+    "Fitter",
+    "StepInfo",
+    "default_optimizer",
+    "fit",
+    "fitter",
+    "judge",
+]

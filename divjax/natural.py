@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from divjax import _linalg
-from divjax.parameterizations import PARAMETERIZATIONS, Parameterization, get_parameterization
+from divjax.coordinates import PARAMETERIZATIONS, Parameterization, get_parameterization
 
 
 def _check_damping(damping) -> float:

@@ -1,226 +1,286 @@
-r"""Every local minimum of a divergence over ``(loc, log_scale)``: `optimal_q`.
+r"""Every local minimum of a divergence over a Gaussian family (`optimal_q`), and `classify`.
 
-Method: saddle-free damped Newton from many starts, all in one compiled
-program, then every end point is verified (gradient ~ 0 and a
-positive-definite ``jax.hessian``), duplicates merged, and the minima sorted
-by value. Chi-squares are minimized through ``log(1 + chi^2)``, which has the
-same minima and far better conditioning.
+Over the unconstrained parameters ``theta`` of the family: ``(loc, log_scale)``
+for a 1-D `Gaussian`; ``(loc, log_scale)`` ``(d,)`` each for a `DiagGaussian`;
+``(loc, log diag(L), strict lower triangle of L)`` for a `FullRankGaussian`
+(the ignored upper triangle of ``chol`` is left out: it would make every
+Hessian singular).
 
-Starts: every component ``N(m_k, s_k^2)``; the moment match of every pair of
-components and of the whole mixture; a small grid between the extreme means.
-Reverse KL and reverse chi-square have one minimum per well-separated mode
-(mode-seeking); forward KL has exactly one (moment matching, convex) and
-forward chi-square exactly one (log-convex in the natural parameters).
-Forward KL's minimum is taken in closed form (the mixture's mean and
-variance) and only verified.
+=================================  ===========================================
+divergence                         method
+=================================  ===========================================
+``kl_forward``                     closed form (moment matching; convex), verified
+``chi2_forward`` (any ``d``)       saddle-free Newton on the closed form
+everything else (``d <= 2``)       saddle-free Newton from many starts on the
+                                   exact value (1-D) or on a 32^2 Gauss-Hermite
+                                   rule in q's frame (2-D), each end polished
+                                   and verified on the exact quadrature
+=================================  ===========================================
+
+Newton minimizes the divergence for the KLs and Jensen-Shannon and
+``log(1 + D)`` otherwise (same minima, far better conditioning); every end
+is verified (gradient ~ 0, positive-definite ``jax.hessian``), duplicates
+merged, and the minima sorted by value. Starts: every component; the moment
+match of every pair of components and of the whole mixture; a grid of
+locations between the extreme means at the smallest and largest component
+variance; each start's covariance scaled until the divergence is finite.
+
+Results are cached for the process per (divergence, order, family, fixed
+scale, target): a second fit on the same target does not search again.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax import _checks
-from divjax.divergences import check_divergence, divergence
-from divjax.families import Gaussian
-from divjax.mv_families import DiagGaussian, FullRankGaussian, MvGaussianMixture
+from divjax import _checks, divergences, newton, quadrature
+from divjax.closed_forms import cross_entropy
+from divjax.families import DiagGaussian, FullRankGaussian, Gaussian, mean_and_log_sd
 from divjax.targets import GaussianMixture
 
-_STEP_SIZES = 2.0 ** -np.arange(0, 16)
 FAMILIES = ("full", "diag")
+_SEARCH_XTOL = 1e-9
+_CACHE: dict[tuple, Any] = {}
+_CACHE_SIZE = 256
 
 
 class Optima(NamedTuple):
     """Local minima of a divergence, sorted ascending by value.
 
     Attributes:
-      q: a batched `Gaussian` (leaves of shape ``(n,)``), or for a
-        d-dimensional target a batched `FullRankGaussian` or `DiagGaussian`
-        (leaves ``(n, d)``, ``chol`` ``(n, d, d)``); row 0 is the global minimum.
-      value: the divergence at each minimum, shape ``(n,)``.
+      q: a batched family (leaves with a leading axis ``n``): `Gaussian` for a
+        1-D target, `FullRankGaussian` or `DiagGaussian` otherwise; row 0 is
+        the global minimum.
+      value: ``(n,)`` the divergence at each minimum (for ``kl_forward`` in
+        ``d > 2``, the cross-entropy ``-E_p[log q]``: the divergence up to the
+        q-independent ``E_p[log p]``).
     """
 
-    q: Gaussian | DiagGaussian | FullRankGaussian
+    q: Any
     value: jax.Array
 
 
-def _objective(name: str, p: GaussianMixture):
+def to_q(theta: jax.Array, dim: int, family: str, fixed_log_scale=None):
+    """The family member of ``theta`` (see the module docstring)."""
+    if family == "gaussian":
+        log_scale = theta[1] if fixed_log_scale is None else fixed_log_scale
+        return Gaussian._make((theta[0], jnp.asarray(log_scale, theta.dtype)))
+    loc, log_diag = theta[:dim], theta[dim : 2 * dim]
+    if family == "diag":
+        return DiagGaussian._make((loc, log_diag))
+    chol = jnp.diag(log_diag).at[np.tril_indices(dim, -1)].set(theta[2 * dim :])
+    return FullRankGaussian._make((loc, chol))
+
+
+def to_theta(loc: np.ndarray, cov: np.ndarray, family: str) -> np.ndarray:
+    loc, cov = np.atleast_1d(loc), np.atleast_2d(cov)
+    if family in ("gaussian", "diag"):
+        return np.concatenate([loc, 0.5 * np.log(np.diagonal(cov))])
+    tril = np.linalg.cholesky(cov)
+    return np.concatenate([loc, np.log(np.diagonal(tril)), tril[np.tril_indices(len(loc), -1)]])
+
+
+def _objective(name, alpha, p, family, fixed, rule):
+    dim = p.dim
+
     def f(theta):
-        d = divergence(name, p, Gaussian(theta[0], theta[1]))
-        return jnp.log1p(d) if name.startswith("chi2") else d
+        q = to_q(theta, dim, family, fixed)
+        if name == "kl_forward" and dim > 2:  # the divergence up to a q-independent constant
+            return cross_entropy(p, q)
+        return divergences.objective(name, p, q, alpha=alpha, rule=rule)
 
     return f
 
 
-def _starts(name: str, p: GaussianMixture) -> np.ndarray:
-    w = np.asarray(p.probs, dtype=np.float64)
-    m = np.asarray(p.locs, dtype=np.float64)
-    s = np.asarray(p.scales, dtype=np.float64)
-    starts = [(mk, np.log(sk)) for mk, sk in zip(m, s)]
-    groups = [[i, j] for i in range(len(m)) for j in range(i + 1, len(m))]
-    groups.append(list(range(len(m))))
+def _search_rule(name, alpha, p):
+    """The Gauss-Hermite rule for a 2-D search (``None``: search on the exact value)."""
+    a = divergences.exponent(name, alpha)
+    if p.dim < 2 or name == "kl_forward" or a in (-1.0, 0.0, 1.0) or p.num_components == 1:
+        return None
+    z, w = quadrature.hermite_rule(p.dim)
+    return z.astype(p.locs.dtype), w.astype(p.locs.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed", "num_iters", "hermite"))
+def _solve(p, starts, *, name, alpha, family, fixed, num_iters, hermite):
+    rule = _search_rule(name, alpha, p) if hermite else None
+    f = _objective(name, alpha, p, family, fixed, rule)
+    xtol = _SEARCH_XTOL if rule is not None else 0.0
+    ends = jax.vmap(lambda t: newton.newton(f, t, num_iters, xtol))(starts)
+    return newton.check_points(f, ends)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed"))
+def _check(p, thetas, *, name, alpha, family, fixed):
+    return newton.check_points(_objective(name, alpha, p, family, fixed, None), thetas)
+
+
+def _moments(p, groups):
+    w, m, a = (np.asarray(v, np.float64) for v in (p.probs, *p.mvn()))
+    a = a @ np.swapaxes(a, -1, -2)
+    out = []
     for g in groups:
         wg = w[g] / w[g].sum()
-        mean = np.sum(wg * m[g])
-        var = np.sum(wg * (s[g] ** 2 + (m[g] - mean) ** 2))
-        starts.append((mean, 0.5 * np.log(var)))
-    for loc in np.linspace(m.min(), m.max(), 5):
-        for sc in (s.min(), s.max()):
-            starts.append((loc, np.log(sc)))
-    starts = np.array(starts)
-    # Keep starts where the divergence is finite: sigma^2 in (s_max^2 / 2, 2 s_max^2).
-    if name == "chi2_reverse":
-        starts[:, 1] = np.minimum(starts[:, 1], np.log(s.max()))
-    if name == "chi2_forward":
-        starts[:, 1] = np.maximum(starts[:, 1], np.log(s.max()))
+        mean = wg @ m[g]
+        diff = m[g] - mean
+        out.append((mean, np.einsum("k,kij->ij", wg, a[g] + diff[:, :, None] * diff[:, None])))
+    return out
+
+
+def _starts(name, alpha, p) -> list[tuple[np.ndarray, np.ndarray]]:
+    k = p.num_components
+    m, t = (np.asarray(v, np.float64) for v in p.mvn())
+    a = t @ np.swapaxes(t, -1, -2)
+    everything = _moments(p, [list(range(k))])
+    if name == "chi2_forward" or divergences.exponent(name, alpha) == -1.0:
+        return [(everything[0][0], c * everything[0][1]) for c in (1.0, 2.0, 4.0)] + [
+            (mk, 2.0 * everything[0][1]) for mk in m
+        ]
+    starts = list(zip(m, a)) + _moments(p, [[i, j] for i in range(k) for j in range(i + 1, k)])
+    starts += everything
+    eig = np.linalg.eigvalsh(a)
+    axes = [np.unique(np.linspace(lo, hi, 5)) for lo, hi in zip(m.min(0), m.max(0))]
+    eye = np.eye(p.dim)
+    for loc in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, p.dim):
+        starts += [(loc, eig.min() * eye), (loc, eig.max() * eye)]
     return starts
 
 
-def _newton(f, theta0: jax.Array, num_iters: int, xtol: float = 0.0) -> jax.Array:
-    """Saddle-free damped Newton with a backtracking (Armijo) line search.
+def _finite_thetas(name, alpha, p, family, fixed, starts) -> np.ndarray:
+    """Each start's covariance scaled (shrunk for ``a > 1``, grown otherwise) until finite."""
+    a = divergences.exponent(name, alpha)
+    factor = 0.5 if a is not None and a > 1 else 2.0
+    locs = np.stack([loc for loc, _ in starts])
+    covs = np.stack([cov for _, cov in starts])
+    dtype = p.locs.dtype
+    for _ in range(30):
+        thetas = np.stack([to_theta(loc, cov, family) for loc, cov in zip(locs, covs)])
+        if fixed is not None:
+            thetas = thetas[:, :1]
+        values = _check(p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed)[3]
+        finite = np.isfinite(np.asarray(values))
+        if finite.all() or fixed is not None:
+            break
+        covs[~finite] *= factor
+    return thetas[finite]
 
-    Stops after ``num_iters`` iterations, or earlier once a step changes no
-    entry of ``theta`` by more than ``xtol`` (by default: no longer changes it
-    at all, converged to machine precision or stalled).
-    """
-    grad = jax.grad(f)
-    hess = jax.hessian(f)
-    steps = jnp.asarray(_STEP_SIZES, dtype=theta0.dtype)
 
-    def step(theta):
-        g = grad(theta)
-        evals, evecs = jnp.linalg.eigh(hess(theta))
-        scale = jnp.maximum(jnp.abs(evals), 1e-8 * (1.0 + jnp.max(jnp.abs(evals))))
-        direction = -evecs @ ((evecs.T @ g) / scale)
-        direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, -g)
-        f0 = f(theta)
-        cand = theta + steps[:, None] * direction
-        fc = jax.vmap(f)(cand)
-        ok = jnp.isfinite(fc) & (fc <= f0 + 1e-4 * steps * jnp.dot(g, direction))
-        return jnp.where(jnp.any(ok), cand[jnp.argmax(ok)], theta)
-
-    def cond(state):
-        _, it, moved = state
-        return (it < num_iters) & moved
-
-    def body(state):
-        theta, it, _ = state
-        new = step(theta)
-        return new, it + 1, jnp.any(jnp.abs(new - theta) > xtol)
-
-    theta, _, _ = jax.lax.while_loop(cond, body, (theta0, 0, jnp.array(True)))
-    return theta
+def _key(name, alpha, p, family, fixed, num_iters, grad_tol):
+    leaves = tuple(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(p))
+    return (name, alpha, family, fixed, num_iters, grad_tol, str(p.locs.dtype), p.locs.shape, leaves)
 
 
 def optimal_q(
     name: str,
-    p: GaussianMixture | MvGaussianMixture,
+    p: GaussianMixture,
     *,
+    alpha=None,
+    family: str = "full",
+    fixed_log_scale: float | None = None,
     num_iters: int = 100,
     grad_tol: float | None = None,
-    family: str = "full",
 ) -> Optima:
-    r"""Every verified local minimum of the divergence ``name`` over ``(loc, log_scale)``.
-
-    A d-dimensional target (`MvGaussianMixture`) is handed to
-    `divjax.mv_optima.mv_optimal_q`, which searches the Gaussian ``family``.
+    r"""Every verified local minimum of the divergence ``name`` over a Gaussian family.
 
     Args:
-      name: one of `divjax.DIVERGENCES`.
-      p: the target mixture: a 1-D `GaussianMixture`, or a `MvGaussianMixture`.
+      name: a divergence with an exact value for ``p`` (`divjax.divergence`),
+        or ``kl_forward`` in any ``d`` (closed form).
+      p: a `GaussianMixture`.
+      alpha: the order of ``renyi_*`` and ``amari``.
+      family: for a ``d``-dimensional target, ``"full"`` (`FullRankGaussian`)
+        or ``"diag"`` (`DiagGaussian`); a 1-D target always gives `Gaussian`'s.
+      fixed_log_scale: 1-D only: minimize over the location with
+        ``log_scale`` held at this value (what a ``fixed_scale`` fit reaches).
       num_iters: the most Newton iterations per start.
-      grad_tol: the largest gradient norm (of the objective: the divergence for
-        KLs, ``log(1 + chi^2)`` for chi-squares) accepted at a minimum; by
-        default ``1e-6`` in float64 and ``2e-3`` in float32.
-      family: for a `MvGaussianMixture` only, ``"full"`` (`FullRankGaussian`)
-        or ``"diag"`` (`DiagGaussian`); a 1-D target is always fitted with a
-        `Gaussian`.
+      grad_tol: the largest gradient norm of the objective accepted at a
+        minimum; by default ``1e-6`` in float64 and ``2e-3`` in float32.
 
     Returns:
       `Optima` ``(q, value)`` sorted by value, row 0 the global minimum.
 
     Raises:
-      ValueError: unknown divergence or family, a target that is neither a
-        `GaussianMixture` nor a `MvGaussianMixture`, or a divergence that
-        `mv_optimal_q` cannot minimize exactly in the target's dimension.
+      ValueError: an unknown divergence or family, a bad ``alpha``, a target
+        that is not a `GaussianMixture`, no exact value in this dimension, or
+        ``fixed_log_scale`` for a ``d``-dimensional target.
       RuntimeError: if no start converged to a verified minimum.
     """
-    check_divergence(name)
-    _checks.check_choice(family, FAMILIES, "family")
-    if isinstance(p, MvGaussianMixture):
-        # Imported here: divjax.mv_optima builds on this module.
-        from divjax.mv_optima import mv_optimal_q
-
-        return mv_optimal_q(name, p, family=family, num_iters=num_iters, grad_tol=grad_tol)
+    alpha = divergences.check_divergence(name, alpha)
     if not isinstance(p, GaussianMixture):
-        raise ValueError(
-            f"p must be a divjax.GaussianMixture or MvGaussianMixture, got {type(p).__name__}"
-        )
+        raise ValueError(f"optimal_q needs a divjax.GaussianMixture target, got {type(p).__name__}")
+    _checks.check_choice(family, FAMILIES, "family")
+    family = "gaussian" if p.event_shape == () else family
+    if fixed_log_scale is not None:
+        if family != "gaussian":
+            raise ValueError("fixed_log_scale is for a 1-D target (Gaussian family) only")
+        fixed_log_scale = float(fixed_log_scale)
+    if name != "kl_forward":
+        divergences.check_exact_target(name, p, alpha, what="value")
     dtype = p.locs.dtype
     if grad_tol is None:
         grad_tol = 1e-6 if dtype == jnp.float64 else 2e-3
-    if name == "kl_forward":
-        # Convex with a closed-form minimum (moment matching): no search, only the check.
-        starts = jnp.stack([p.mean(), 0.5 * jnp.log(p.variance())])[None].astype(dtype)
-        ends, grads, hessians, values = _verify(name, p, starts)
+    key = _key(name, alpha, p, family, fixed_log_scale, num_iters, grad_tol)
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _optimal_q(name, alpha, p, family, fixed_log_scale, num_iters, grad_tol)
+    return _CACHE[key]
+
+
+def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
+    dim, dtype = p.dim, p.locs.dtype
+    kw = dict(name=name, alpha=alpha, family=family, fixed=fixed)
+    if name == "kl_forward":  # convex, closed-form minimum: only the check
+        (mean, cov), = _moments(p, [list(range(p.num_components))])
+        theta = to_theta(mean, cov, family)[: 1 if fixed is not None else None]
+        ends = _check(p, jnp.asarray(theta[None], dtype), **kw)
     else:
-        starts = jnp.asarray(_starts(name, p), dtype=dtype)
-        ends, grads, hessians, values = _solve(name, p, starts, num_iters)
-    found = _select(ends, grads, hessians, values, grad_tol)
+        starts = _finite_thetas(name, alpha, p, family, fixed, _starts(name, alpha, p))
+        hermite = _search_rule(name, alpha, p) is not None
+        ends = _solve(p, jnp.asarray(starts, dtype), num_iters=num_iters, hermite=hermite, **kw)
+        if hermite:  # polish each distinct search end on the exact quadrature
+            def check(theta):
+                return [a[0] for a in _check(p, jnp.asarray(theta, dtype)[None], **kw)]
+
+            polished = [
+                newton.polish(check, theta, grad_tol)
+                for _, theta in newton.select(*ends, grad_tol, dim)
+            ]
+            if polished:
+                ends = [np.concatenate(parts) for parts in zip(*polished)]
+    found = newton.select(*ends, grad_tol, dim)
     if not found:
         raise RuntimeError(f"optimal_q({name!r}): no start converged to a verified minimum")
-    thetas = np.stack([theta for _, theta in found]).astype(dtype)
-    q = Gaussian(jnp.asarray(thetas[:, 0]), jnp.asarray(thetas[:, 1]))
-    value = jax.vmap(lambda qq: divergence(name, p, qq))(q)
+    thetas = jnp.asarray(np.stack([theta for _, theta in found]), dtype)
+    q = jax.vmap(lambda t: to_q(t, dim, family, fixed))(thetas)
+    if name == "kl_forward" and dim > 2:
+        value = jax.vmap(lambda qq: cross_entropy(p, qq))(q)
+    else:
+        value = jax.vmap(lambda qq: divergences.divergence(name, p, qq, alpha=alpha))(q)
     return Optima(q=q, value=value)
 
 
-def _select(ends, grads, hessians, values, grad_tol: float, dim: int = 1) -> list:
-    """``(value, theta)`` of the verified minima among Newton's ``ends``, duplicates
-    merged, sorted by value.
+def classify(q, optima: Optima | None, tol: float = 0.2) -> jax.Array:
+    """The row of ``optima`` that ``q`` is near, or ``-1`` (near none / no optima).
 
-    ``ends`` are ``(n, P)`` parameter vectors laid out as ``(loc (dim,),
-    log_scale (dim,), anything else)``; a minimum has a finite value, gradient
-    norm at most ``grad_tol`` and a positive-definite Hessian.
+    "Near": every axis's mean within ``tol`` of the optimum's standard
+    deviation and every log marginal standard deviation within ``tol``. One
+    rule for every family and dimension; ``q`` may be batched.
     """
-    ends, grads, hessians, values = map(np.asarray, (ends, grads, hessians, values))
-    found: list[tuple[float, np.ndarray]] = []
-    for theta, g, h, v in zip(ends, grads, hessians, values):
-        if not (np.isfinite(v) and np.all(np.isfinite(h))):
-            continue
-        if np.linalg.norm(g) > grad_tol or np.min(np.linalg.eigvalsh(h)) <= 0:
-            continue
-        if any(_same(theta, other, dim) for _, other in found):
-            continue
-        found.append((float(v), theta))
-    found.sort(key=lambda t: t[0])
-    return found
+    batch = jnp.shape(q.mean())[: jnp.ndim(q.mean()) - len(q.event_shape)]
+    if optima is None:
+        return jnp.full(batch, -1, jnp.int32)
+    m, s = mean_and_log_sd(q)
+    m_opt, s_opt = mean_and_log_sd(optima.q)  # (n, d)
+    m, s = m[..., None, :], s[..., None, :]
+    near = jnp.all(jnp.abs(m - m_opt) < tol * jnp.exp(s_opt), -1) & jnp.all(
+        jnp.abs(s - s_opt) < tol, -1
+    )
+    return jnp.where(jnp.any(near, -1), jnp.argmax(near, -1), -1).astype(jnp.int32)
 
 
-def _same(a: np.ndarray, b: np.ndarray, dim: int = 1) -> bool:
-    """Locations (and other entries) within ``1e-3`` scales, log-scales within ``1e-3``."""
-    scale = np.exp(np.min(np.minimum(a[dim : 2 * dim], b[dim : 2 * dim])))
-    tol = np.full(a.shape, 1e-3 * scale)
-    tol[dim : 2 * dim] = 1e-3
-    return bool(np.all(np.abs(a - b) < tol))
-
-
-@functools.partial(jax.jit, static_argnames=("name", "num_iters"))
-def _solve(name, p, starts, num_iters):
-    f = _objective(name, p)
-    ends = jax.vmap(lambda t: _newton(f, t, num_iters))(starts)
-    return _verify(name, p, ends)
-
-
-@functools.partial(jax.jit, static_argnames=("name",))
-def _verify(name, p, ends):
-    return _check_points(_objective(name, p), ends)
-
-
-def _check_points(f, ends):
-    """``(ends, gradients, Hessians, values)`` of ``f`` at each row of ``ends``."""
-    return ends, jax.vmap(jax.grad(f))(ends), jax.vmap(jax.hessian(f))(ends), jax.vmap(f)(ends)
+__all__ = ["FAMILIES", "Optima", "classify", "optimal_q", "to_q", "to_theta"]

@@ -1,21 +1,29 @@
-r"""Composite Gauss-Legendre quadrature placed where 1-D mixture integrands live.
+r"""Composite Gauss-Legendre rules placed where the integrand lives, in any Gaussian frame.
 
-The integrands of the 1-D divergences (``q log p``, ``q d/dx log p``,
-``p log p``, ``q^2 / p``) are smooth except near the points where two mixture
-components swap dominance: there ``log p`` has a near-kink and
-``d/dx log p`` a near-jump of width ``1 / kappa`` (``kappa`` = the slope
-difference of the two component log-densities). A fixed grid (the seed page's
-400-point trapezoid on a window) misses both and, worse, a finite window hides
-the infinite chi-squares.
+The exact divergences integrate in a *frame*: a variable ``y`` with
+``x = c + F y`` for a Gaussian ``N(c, F F^T)`` (``q`` itself for
+expectations under ``q``: its standardized variable; the identity for
+expectations under ``p``). However narrow, wide or far ``q`` is, the part of
+the integrand that matters then sits at a few *anchors* in ``y``, each with a
+centre and a width, which the callers compute in closed form (q at ``0`` with
+width 1, the mixture's components, the peaks of the Gaussian-shaped bounds
+``q^a N_k^(1 - a)``). This module turns anchors into nodes and weights:
 
-Break points are therefore put
-- uniformly (half a scale apart, out to 12 scales, then 16, 24, 32 scales) around
-  every *anchor*: q's mean (scale sigma), every component mean (scale s_k), and
-  any extra anchor the caller passes (for ``q^2/p`` the centres of
-  ``q^2 / N_k``);
-- geometrically (``2^j / kappa``, j = -6..5) around every dominance crossing.
-Each panel between sorted break points gets a 16-point Gauss-Legendre rule.
-Shapes are static in the number of components, so everything jits and vmaps.
+- uniform break points (half a width apart, out to 12 widths, then 16, 24
+  and 32 widths) around every anchor;
+- geometric break points (``2^j / kappa``, ``j = -6..5``) around every
+  *crossing* of two mixture components in 1-D, where ``log p`` has a near-kink
+  of width ``1 / kappa``;
+- every break point clipped into a window that holds the integrand's mass (so
+  anchors that lie 1e30 widths away cost nothing and never overflow);
+- a 16-point (1-D) or 8 x 8-point (2-D tensor) Gauss-Legendre rule on every
+  panel between sorted break points.
+
+Shapes are static in the number of anchors, so everything jits and vmaps. The
+nodes and weights are held fixed (`jax.lax.stop_gradient`): differentiating
+``sum(w f(y; q))`` with respect to ``q`` gives the integral of the derivative
+(differentiation under the integral sign in the frame's variable), not the
+derivative of where the nodes sit.
 """
 
 from __future__ import annotations
@@ -24,29 +32,108 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax.families import Gaussian
-from divjax.targets import GaussianMixture
+stop = jax.lax.stop_gradient
 
-_GL_T, _GL_W = np.polynomial.legendre.leggauss(16)
-_UNIFORM = np.concatenate([np.arange(-24, 25) * 0.5, [-32.0, -24.0, -16.0, 16.0, 24.0, 32.0]])
-_GRADED = np.concatenate([[0.0], 2.0 ** np.arange(-6, 6), -(2.0 ** np.arange(-6, 6))])
+_GL16 = np.polynomial.legendre.leggauss(16)
+_GL8 = np.polynomial.legendre.leggauss(8)
+UNIFORM_1D = np.concatenate([np.arange(-24, 25) * 0.5, [-32.0, -24.0, -16.0, 16.0, 24.0, 32.0]])
+UNIFORM_2D = np.concatenate([np.arange(-12.0, 12.5, 1.0), [-24.0, -16.0, 16.0, 24.0]])
+GRADED = np.concatenate([[0.0], 2.0 ** np.arange(-6, 6), -(2.0 ** np.arange(-6, 6))])
+# Beyond 40 widths a Gaussian-shaped term is below exp(-800): nothing left to integrate.
+REACH = 40.0
 
 
-def crossings(p: GaussianMixture) -> tuple[jax.Array, jax.Array]:
-    r"""Points where two weighted component log-densities are equal.
+def window(centres: jax.Array, widths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(lo, hi)`` covering ``REACH`` widths around every anchor, per axis (last axis)."""
+    return jnp.min(centres - REACH * widths, axis=0), jnp.max(centres + REACH * widths, axis=0)
 
-    ``log w_i + log N(x; m_i, s_i) = log w_j + log N(x; m_j, s_j)`` is a
-    quadratic ``a x^2 + b x + c = 0``; both roots of every pair ``i < j`` are
-    returned (shape ``(M (M - 1),)``), with their sharpness
-    ``kappa = |2 a x + b|``. Pairs without a real root get a harmless
-    duplicate of ``m_0`` with sharpness ``1 / s_0``.
+
+def _panels(breaks: jax.Array, rule) -> tuple[jax.Array, jax.Array]:
+    breaks = jnp.sort(breaks)
+    lo, hi = breaks[:-1], breaks[1:]
+    half, mid = 0.5 * (hi - lo), 0.5 * (hi + lo)
+    t = jnp.asarray(rule[0], breaks.dtype)
+    w = jnp.asarray(rule[1], breaks.dtype)
+    return (mid[:, None] + half[:, None] * t).ravel(), (half[:, None] * w).ravel()
+
+
+def _breaks(centres, widths, offsets, lo, hi):
+    pts = centres[:, None] + widths[:, None] * jnp.asarray(offsets, centres.dtype)
+    return jnp.clip(pts.ravel(), lo, hi)
+
+
+def rule_1d(
+    centres: jax.Array,
+    widths: jax.Array,
+    lo: jax.Array,
+    hi: jax.Array,
+    crossings: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Nodes and weights ``(y (N,), w (N,))`` on ``[lo, hi]``.
+
+    Args:
+      centres, widths: ``(A,)`` anchors in the frame's variable.
+      lo, hi: the window (break points outside it are clipped onto it).
+      crossings: optional ``(points (C,), kappa (C,))`` of near-kinks, in the
+        frame's variable, with ``kappa`` the inverse width.
     """
-    m, s, logw = p.locs, p.scales, jnp.log(p.weights)
-    i, j = np.triu_indices(p.num_components, k=1)
+    parts = [_breaks(centres, widths, UNIFORM_1D, lo, hi), jnp.stack([lo, hi])]
+    if crossings is not None:
+        points, kappa = crossings
+        parts.append(_breaks(points, 1.0 / kappa, GRADED, lo, hi))
+    y, w = _panels(stop(jnp.concatenate(parts)), _GL16)
+    return stop(y), stop(w)
+
+
+def rule_2d(
+    centres: jax.Array, widths: jax.Array, lo: jax.Array, hi: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    r"""A tensor-product rule ``(y (N, 2), w (N,))`` from per-axis anchors.
+
+    Args:
+      centres, widths: ``(A, 2)``: each anchor's centre and its extent along
+        each axis of the frame.
+      lo, hi: ``(2,)`` the window.
+    """
+    axes = []
+    for j in range(2):
+        parts = [_breaks(centres[:, j], widths[:, j], UNIFORM_2D, lo[j], hi[j])]
+        parts.append(jnp.stack([lo[j], hi[j]]))
+        axes.append(_panels(stop(jnp.concatenate(parts)), _GL8))
+    (y0, w0), (y1, w1) = axes
+    y = jnp.stack(jnp.meshgrid(y0, y1, indexing="ij"), -1).reshape(-1, 2)
+    return stop(y), stop((w0[:, None] * w1[None, :]).ravel())
+
+
+def hermite_rule(dim: int, num: int = 32) -> tuple[jax.Array, jax.Array]:
+    r"""A fixed Gauss-Hermite rule ``(z (N, dim), w (N,))`` for ``int h(z) dz``, ``N = num^dim``.
+
+    Exact for ``h = phi(z) * polynomial``; a cheap, smooth stand-in for the
+    adaptive rules where only the location of a minimum matters (the search
+    phase of `divjax.optimal_q`). Weights are for the Lebesgue measure.
+    """
+    t, w = np.polynomial.hermite_e.hermegauss(num)
+    grids = np.meshgrid(*([t] * dim), indexing="ij")
+    z = np.stack([g.ravel() for g in grids], -1)
+    wz = np.prod(np.stack(np.meshgrid(*([w] * dim), indexing="ij"), -1).reshape(-1, dim), -1)
+    wz = wz * np.exp(0.5 * np.sum(z**2, -1))
+    return jnp.asarray(z), jnp.asarray(wz)
+
+
+def mixture_crossings(log_probs, locs, scales) -> tuple[jax.Array, jax.Array]:
+    r"""Points where two weighted 1-D component log-densities are equal, with their sharpness.
+
+    ``log pi_i + log N(x; m_i, s_i) = log pi_j + log N(x; m_j, s_j)`` is a
+    quadratic ``a x^2 + b x + c = 0``; both roots of every pair ``i < j`` are
+    returned (shape ``(M (M - 1),)``) with ``kappa = |2 a x + b|``. Pairs
+    without a real root get a harmless copy of ``m_0`` with sharpness ``1 / s_0``.
+    """
+    m, s = locs, scales
+    i, j = np.triu_indices(m.shape[0], k=1)
     a = 0.5 / s[j] ** 2 - 0.5 / s[i] ** 2
     b = m[i] / s[i] ** 2 - m[j] / s[j] ** 2
-    c = (logw[i] - jnp.log(s[i]) - 0.5 * (m[i] / s[i]) ** 2) - (
-        logw[j] - jnp.log(s[j]) - 0.5 * (m[j] / s[j]) ** 2
+    c = (log_probs[i] - jnp.log(s[i]) - 0.5 * (m[i] / s[i]) ** 2) - (
+        log_probs[j] - jnp.log(s[j]) - 0.5 * (m[j] / s[j]) ** 2
     )
     disc = b**2 - 4.0 * a * c
     sgn = jnp.where(b >= 0, 1.0, -1.0)
@@ -59,59 +146,12 @@ def crossings(p: GaussianMixture) -> tuple[jax.Array, jax.Array]:
     ok = jnp.isfinite(roots) & jnp.concatenate([disc >= 0, disc >= 0])
     kappa = jnp.abs(2.0 * jnp.concatenate([a, a]) * roots + jnp.concatenate([b, b]))
     ok = ok & (kappa > 0) & jnp.isfinite(kappa)
-    roots = jnp.where(ok, roots, m[0])
-    kappa = jnp.where(ok, kappa, 1.0 / s[0])
-    return roots, kappa
+    return jnp.where(ok, roots, m[0]), jnp.where(ok, kappa, 1.0 / s[0])
 
 
-def _panel_rule(breaks: jax.Array) -> tuple[jax.Array, jax.Array]:
-    breaks = jnp.sort(breaks)
-    lo, hi = breaks[:-1], breaks[1:]
-    half = 0.5 * (hi - lo)
-    mid = 0.5 * (hi + lo)
-    t = jnp.asarray(_GL_T, dtype=breaks.dtype)
-    w = jnp.asarray(_GL_W, dtype=breaks.dtype)
-    return (mid[:, None] + half[:, None] * t).ravel(), (half[:, None] * w).ravel()
+def weighted_sum(w: jax.Array, values: jax.Array) -> jax.Array:
+    """``sum(w * values)`` where a zero weight never meets an infinite value (no ``0 * inf``)."""
+    return jnp.sum(jnp.where(w > 0, w * jnp.where(w > 0, values, 0.0), 0.0))
 
 
-def nodes(
-    p: GaussianMixture,
-    q: Gaussian | None = None,
-    extra_locs: jax.Array | None = None,
-    extra_scales: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    r"""Quadrature nodes and weights for ``int f(x) dx`` with 1-D mixture integrands.
-
-    Args:
-      p: the target mixture (its means and crossings become anchors).
-      q: optional Gaussian whose mean and scale become an anchor.
-      extra_locs, extra_scales: optional further anchors, shape ``(A,)``.
-
-    Returns:
-      ``(x, w)``, each of static shape ``(N,)``; ``sum(w * f(x))`` approximates
-      the integral for integrands concentrated near the anchors. Both are
-      wrapped in ``stop_gradient``: differentiating ``sum(w * f(x, q))``
-      with respect to ``q`` gives ``int d/dq f(x, q) dx``, the exact
-      derivative of the integral, rather than the derivative of where the
-      nodes sit.
-    """
-    locs = [p.locs]
-    scales = [p.scales]
-    if q is not None:
-        locs.append(jnp.reshape(q.loc, (1,)))
-        scales.append(jnp.reshape(q.scale, (1,)))
-    if extra_locs is not None:
-        locs.append(extra_locs)
-        scales.append(extra_scales)
-    locs = jnp.concatenate(locs)
-    scales = jnp.concatenate(scales)
-    uniform = jnp.asarray(_UNIFORM, dtype=locs.dtype)
-    breaks = [(locs[:, None] + scales[:, None] * uniform).ravel()]
-    if p.num_components > 1:
-        x_c, kappa = crossings(p)
-        graded = jnp.asarray(_GRADED, dtype=locs.dtype)
-        breaks.append((x_c[:, None] + graded / kappa[:, None]).ravel())
-    # The rule is a fixed rule for the current anchors: gradients flow through
-    # the integrand only (differentiation under the integral sign over R).
-    x, w = _panel_rule(jax.lax.stop_gradient(jnp.concatenate(breaks)))
-    return x, w
+__all__ = ["hermite_rule", "mixture_crossings", "rule_1d", "rule_2d", "weighted_sum", "window"]

@@ -1,12 +1,30 @@
-r"""Targets: Gaussian mixtures with positive, possibly unnormalized weights.
+r"""Targets ``p``: one protocol for Gaussian mixtures of every dimension and for log densities.
 
-A target is ``p~(x) = sum_k w_k N(x; m_k, s_k^2)`` with mass ``Z = sum_k w_k``;
-the normalized target is ``p = p~ / Z``. Exact divergences always use the
-normalized ``p``; Monte Carlo estimators only ever need ``log p~``.
+Every target has ``event_shape`` (``()`` or ``(d,)``), ``log_prob(x)``
+(normalized where the normalizer is known), ``unnormalized_log_prob(x)``
+(``log p~``, all Monte Carlo estimators need) and ``sample(key,
+sample_shape=())`` where sampling is possible; ``x`` has shape
+``batch + event_shape``.
+
+- `GaussianMixture`: ``p~(x) = sum_k w_k N(x; m_k, A_k)`` with positive,
+  possibly unnormalized weights (mass ``Z = sum_k w_k``). 1-D given ``(M,)``
+  arrays; ``d``-dimensional given ``(M, d)`` locations with diagonal ``scales``
+  ``(M, d)`` or full ``covs`` ``(M, d, d)``. Stored as ``(log_weights, locs,
+  scale_trils)``; in 1-D ``scale_trils`` are the ``(M,)`` standard deviations.
+- `LogDensity`: any log density, unnormalized unless declared otherwise. A
+  function of one point (shape ``event_shape``) is the default convention and
+  is vectorized with ``vmap``; ``batched=True`` declares a function that takes a
+  batch ``(..., *event_shape)``. Its output shape is checked before use.
+
+`as_target` wraps whatever the user passes (a mixture, a `LogDensity`, a plain
+callable, or a distribution object with ``log_prob`` and ``event_shape`` from
+numpyro, TFP or distrax) into this protocol, once, at the boundary.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -14,128 +32,389 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from divjax import _checks
-from divjax.mv_families import MvGaussianMixture
-
-_LOG_2PI = 1.8378770664093453
+from divjax import _checks, _linalg
+from divjax.families import _Family, normal_log_prob, register, resolve_key, sample_shape_of
 
 
 class _MixtureParams(NamedTuple):
-    weights: jax.Array
+    log_weights: jax.Array
     locs: jax.Array
-    scales: jax.Array
+    scale_trils: jax.Array
 
 
+def _validated(log_w, locs, scales, covs):
+    """Concrete inputs, checked in float64 and cast to the default float type."""
+    locs = _checks.numeric(locs, "locs")
+    m = log_w.shape[0]
+    if locs.ndim not in (1, 2) or locs.shape[0] != m:
+        raise ValueError(f"locs must be (M,) or (M, d) with M = {m} components, got {locs.shape}")
+    _checks.check_finite(locs, "locs")
+    if locs.ndim == 1:
+        if covs is not None or scales is None:
+            raise ValueError("a 1-D mixture takes scales (M,), the standard deviations")
+        scales = _checks.numeric(scales, "scales")
+        if scales.shape != (m,):
+            raise ValueError(f"scales must be (M,) = ({m},) like locs, got {scales.shape}")
+        _checks.check_positive(scales, "scales")
+        trils = scales
+    elif (scales is None) == (covs is None):
+        raise ValueError("give exactly one of scales (M, d) and covs (M, d, d)")
+    elif scales is not None:
+        scales = _checks.numeric(scales, "scales")
+        if scales.shape != locs.shape:
+            raise ValueError(f"scales must be (M, d) = {locs.shape} like locs, got {scales.shape}")
+        _checks.check_positive(scales, "scales")
+        trils = scales[:, :, None] * np.eye(locs.shape[1])
+    else:
+        covs = _checks.spd_matrices(covs, "covs")
+        if covs.shape != locs.shape + locs.shape[1:]:
+            raise ValueError(f"covs must be (M, d, d) = {locs.shape + locs.shape[1:]}, got {covs.shape}")
+        trils = np.linalg.cholesky(covs)
+    dtype = jnp.result_type(float)
+    return tuple(jnp.asarray(a, dtype) for a in (log_w, locs, trils))
+
+
+def _traced(log_w, locs, scales, covs):
+    locs = jnp.asarray(locs)
+    if locs.ndim == 1:
+        return jnp.asarray(log_w), locs, jnp.asarray(scales)
+    if covs is None:
+        return jnp.asarray(log_w), locs, jnp.asarray(scales)[..., None] * jnp.eye(locs.shape[-1])
+    return jnp.asarray(log_w), locs, _linalg.cholesky(jnp.asarray(covs))
+
+
+@register
 class GaussianMixture(_MixtureParams):
-    r"""A Gaussian mixture target; 1-D, or ``d``-dimensional given ``(M, d)`` locs.
-
-    In 1-D it is a pytree of ``(weights, locs, scales)``, each ``(M,)`` for
-    ``M`` components. Given ``locs`` of shape ``(M, d)`` (with diagonal
-    ``scales`` ``(M, d)`` or full covariances ``covs=(M, d, d)``) the
-    constructor returns the d-dimensional target, a
-    `divjax.mv_families.MvGaussianMixture` (``d = 1`` included: ``(M, 1)``
-    locs give the same numbers as ``(M,)`` ones). One constructor, two pytree
-    types: the 1-D code relies on ``(M,)`` leaves, so ``isinstance(p,
-    GaussianMixture)`` is true of 1-D targets only.
+    r"""A Gaussian mixture target ``p~ = sum_k w_k N(m_k, A_k)`` in any dimension.
 
     Args:
-      weights: positive component weights; need not sum to one, the mass is
-        ``Z = sum(weights)``.
-      locs: component means, ``(M,)`` or ``(M, d)``.
-      scales: positive component standard deviations, ``(M,)`` or ``(M, d)``.
+      weights: ``(M,)`` positive weights; need not sum to one (mass
+        ``Z = sum(weights)``). Normalized in log space, in float64, before any
+        cast, so ``[1e300, 1e300]`` is a valid target in float32 too.
+      locs: ``(M,)`` for a 1-D target (``event_shape = ()``), ``(M, d)`` for
+        ``d`` dimensions (``event_shape = (d,)``).
+      scales: positive standard deviations, ``(M,)`` in 1-D, ``(M, d)``
+        (diagonal covariances) in ``d`` dimensions.
       covs: keyword-only, ``(M, d, d)`` symmetric positive-definite
         covariances instead of ``scales``.
 
     Raises:
-      ValueError: non-positive or non-finite weights or scales, non-finite
-        locations, mismatched lengths or dimensions, covariances that are not
-        symmetric positive definite (checked on concrete inputs).
+      ValueError: an empty mixture, non-numeric input, non-positive or
+        non-finite weights or scales, non-finite locations, mismatched shapes,
+        covariances that are not symmetric positive definite (checked on
+        concrete inputs; traced inputs, inside ``jit``, are not checked).
     """
 
     __slots__ = ()
 
     def __new__(cls, weights, locs, scales=None, *, covs=None):
-        if covs is not None or np.ndim(locs) == 2:
-            return MvGaussianMixture(weights, locs, scales, covs=covs)
-        if scales is None:
-            raise ValueError("scales is required: (M,) standard deviations for a 1-D target")
-        if _checks.is_concrete(weights, locs, scales):
-            weights = _checks.as_float_array(weights, "weights")
-            locs = _checks.as_float_array(locs, "locs")
-            scales = _checks.as_float_array(scales, "scales")
-            weights, locs, scales = (jnp.atleast_1d(a) for a in (weights, locs, scales))
-            if not (weights.shape == locs.shape == scales.shape) or weights.ndim != 1:
-                raise ValueError(
-                    "weights, locs and scales must be 1-D of the same length, got shapes "
-                    f"{weights.shape}, {locs.shape}, {scales.shape}"
-                )
-            _checks.check_positive(weights, "weights")
-            _checks.check_finite(locs, "locs")
-            _checks.check_positive(scales, "scales")
-        return super().__new__(cls, weights, locs, scales)
+        if not _checks.is_concrete(weights, locs, *(a for a in (scales, covs) if a is not None)):
+            return super().__new__(cls, *_traced(jnp.log(weights), locs, scales, covs))
+        w = np.atleast_1d(_checks.numeric(weights, "weights"))
+        if w.ndim != 1 or w.size == 0:
+            raise ValueError(f"weights must be (M,) with at least one component, got {w.shape}")
+        _checks.check_positive(w, "weights")
+        return super().__new__(cls, *_validated(np.log(w), locs, scales, covs))
+
+    @classmethod
+    def from_log_weights(cls, log_weights, locs, scales=None, *, covs=None) -> GaussianMixture:
+        """The same target from ``log w_k`` (any finite reals), e.g. for weights beyond float range."""
+        if not _checks.is_concrete(log_weights, locs):
+            return cls._make(_traced(log_weights, locs, scales, covs))
+        log_w = np.atleast_1d(_checks.numeric(log_weights, "log_weights"))
+        if log_w.ndim != 1 or log_w.size == 0:
+            raise ValueError(f"log_weights must be (M,), M >= 1, got {log_w.shape}")
+        _checks.check_finite(log_w, "log_weights")
+        return cls._make(_validated(log_w, locs, scales, covs))
 
     @property
-    def num_components(self) -> int:
-        return self.weights.shape[-1]
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.locs.shape[1:])
 
     @property
     def dim(self) -> int:
-        """Always 1 (a d-dimensional target is a `MvGaussianMixture`)."""
-        return 1
+        return 1 if self.locs.ndim == 1 else self.locs.shape[-1]
+
+    @property
+    def num_components(self) -> int:
+        return self.log_weights.shape[-1]
+
+    @property
+    def weights(self) -> jax.Array:
+        """``w_k`` (``inf`` in float32 for weights beyond its range: use ``log_weights``)."""
+        return jnp.exp(self.log_weights)
 
     @property
     def log_normalizer(self) -> jax.Array:
         """``log Z = log sum_k w_k``."""
-        return logsumexp(jnp.log(self.weights), axis=-1)
+        return logsumexp(self.log_weights, axis=-1)
+
+    @property
+    def log_probs(self) -> jax.Array:
+        """Normalized log mixture weights ``log(w_k / Z)``."""
+        return jax.nn.log_softmax(self.log_weights, axis=-1)
 
     @property
     def probs(self) -> jax.Array:
         """Normalized mixture weights ``w_k / Z``."""
-        return self.weights / jnp.sum(self.weights, axis=-1, keepdims=True)
+        return jax.nn.softmax(self.log_weights, axis=-1)
+
+    @property
+    def scales(self) -> jax.Array:
+        """Standard deviations: ``(M,)`` in 1-D, the marginal ones ``(M, d)`` in ``d`` dims."""
+        if self.locs.ndim == 1:
+            return self.scale_trils
+        return jnp.sqrt(jnp.sum(self.scale_trils**2, axis=-1))
+
+    @property
+    def covs(self) -> jax.Array:
+        """Component covariances: ``(M,)`` variances in 1-D, ``(M, d, d)`` in ``d`` dims."""
+        t = self.scale_trils
+        return t**2 if self.locs.ndim == 1 else t @ jnp.swapaxes(t, -1, -2)
+
+    def mvn(self) -> tuple[jax.Array, jax.Array]:
+        """``(locs (M, d), scale_trils (M, d, d))``, with ``d = 1`` for a 1-D target."""
+        if self.locs.ndim == 1:
+            return self.locs[:, None], jnp.abs(self.scale_trils)[:, None, None]
+        return self.locs, self.scale_trils
 
     def component_log_probs(self, x: jax.typing.ArrayLike) -> jax.Array:
-        r"""``log w_k + log N(x; m_k, s_k^2)``, shape ``x.shape + (M,)``."""
-        x = jnp.asarray(x)[..., None]
-        z = (x - self.locs) / self.scales
-        return jnp.log(self.weights) - 0.5 * z**2 - jnp.log(self.scales) - 0.5 * _LOG_2PI
+        r"""``log(w_k / Z) + log N(x; m_k, A_k)``, shape ``batch + (M,)``."""
+        x = jnp.asarray(x)
+        if self.locs.ndim == 1:
+            z = (x[..., None] - self.locs) / self.scale_trils
+            log_n = normal_log_prob(z**2, jnp.log(jnp.abs(self.scale_trils)), 1)
+        else:
+            z = _linalg.solve_lower(self.scale_trils, x[..., None, :] - self.locs)
+            log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(self.scale_trils, 0, -2, -1))), -1)
+            log_n = normal_log_prob(jnp.sum(z**2, -1), log_det, self.dim)
+        return self.log_probs + log_n
 
     def log_prob(self, x: jax.typing.ArrayLike) -> jax.Array:
-        r"""Unnormalized log density ``log p~(x)``; shape of ``x``."""
+        r"""Normalized ``log p(x)``, shape ``batch``."""
         return logsumexp(self.component_log_probs(x), axis=-1)
 
-    def normalized_log_prob(self, x: jax.typing.ArrayLike) -> jax.Array:
-        r"""Normalized log density ``log p(x) = log p~(x) - log Z``."""
-        return self.log_prob(x) - self.log_normalizer
+    def unnormalized_log_prob(self, x: jax.typing.ArrayLike) -> jax.Array:
+        r"""``log p~(x) = log p(x) + log Z``."""
+        return self.log_prob(x) + self.log_normalizer
 
     def grad_log_prob(self, x: jax.typing.ArrayLike) -> jax.Array:
-        r"""``d/dx log p~(x) = sum_k r_k(x) (m_k - x) / s_k^2`` (responsibilities ``r_k``)."""
+        r"""``grad_x log p(x) = -sum_k r_k(x) A_k^{-1} (x - m_k)`` (responsibilities ``r_k``)."""
         x = jnp.asarray(x)
         resp = jax.nn.softmax(self.component_log_probs(x), axis=-1)
-        return jnp.sum(resp * (self.locs - x[..., None]) / self.scales**2, axis=-1)
+        if self.locs.ndim == 1:
+            return jnp.sum(resp * (self.locs - x[..., None]) / self.scale_trils**2, axis=-1)
+        diff = x[..., None, :] - self.locs
+        y = _linalg.solve_lower(self.scale_trils, diff)
+        per = _linalg.solve_upper(jnp.swapaxes(self.scale_trils, -1, -2), y)
+        return -jnp.sum(resp[..., None] * per, axis=-2)
 
     def mean(self) -> jax.Array:
-        return jnp.sum(self.probs * self.locs, axis=-1)
+        return jnp.tensordot(self.probs, self.locs, axes=1)
+
+    def covariance(self) -> jax.Array:
+        """The mixture's covariance: a scalar variance in 1-D, ``(d, d)`` in ``d`` dims."""
+        diff = self.locs - self.mean()
+        outer = diff**2 if self.locs.ndim == 1 else diff[:, :, None] * diff[:, None, :]
+        return jnp.tensordot(self.probs, self.covs + outer, axes=1)
 
     def variance(self) -> jax.Array:
-        m = self.mean()
-        return jnp.sum(self.probs * (self.scales**2 + (self.locs - m[..., None]) ** 2), axis=-1)
+        """Marginal variances: a scalar in 1-D, ``(d,)`` in ``d`` dims."""
+        cov = self.covariance()
+        return cov if self.locs.ndim == 1 else jnp.diagonal(cov)
 
-    def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
-        """Draws from the normalized mixture; returns an array of ``shape``."""
-        shape = tuple(shape) if not isinstance(shape, int) else (shape,)
+    def sample(self, key=None, sample_shape=(), *, seed=None) -> jax.Array:
+        """Draws from the normalized mixture, shape ``sample_shape + event_shape``."""
+        key = resolve_key(key, seed)
+        shape = sample_shape_of(sample_shape)
         key_c, key_n = jax.random.split(key)
-        comp = jax.random.categorical(key_c, jnp.log(self.weights), shape=shape)
-        eps = jax.random.normal(key_n, shape, dtype=self.locs.dtype)
-        return self.locs[comp] + self.scales[comp] * eps
+        comp = jax.random.categorical(key_c, self.log_weights, shape=shape)
+        eps = jax.random.normal(key_n, shape + self.event_shape, dtype=self.locs.dtype)
+        if self.locs.ndim == 1:
+            return self.locs[comp] + self.scale_trils[comp] * eps
+        return self.locs[comp] + jnp.einsum("...ij,...j->...i", self.scale_trils[comp], eps)
 
 
-# Rebuilding a pytree (jit outputs, tree_map, gradients with respect to the
-# target's parameters) must not re-run the validation meant for user input.
+class LogDensity:
+    r"""A target given by a log density ``fn``: unnormalized unless ``normalized=True``.
+
+    Args:
+      fn: ``log p~``. By default a function of ONE point ``x`` of shape
+        ``event_shape`` returning a scalar (the blackjax / numpyro convention);
+        it is vectorized with ``vmap``. With ``batched=True`` it takes
+        ``(N, *event_shape)`` and returns ``(N,)``. It must be differentiable
+        for the pathwise estimators.
+      event_shape: ``()`` or ``(d,)``; ``None`` (the default) takes it from
+        ``q`` when the target is paired with one.
+      batched: ``fn`` takes a batch (see above).
+      normalized: ``fn`` is the normalized ``log p``; needed by the estimators
+        of divergences linear in ``p`` (Amari, Hellinger, Jensen-Shannon).
+
+    A `LogDensity` has no exact divergences and cannot be sampled.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[jax.Array], jax.Array],
+        event_shape: tuple[int, ...] | None = None,
+        *,
+        batched: bool = False,
+        normalized: bool = False,
+    ):
+        if not callable(fn):
+            raise ValueError(f"fn must be a callable log density, got {fn!r}")
+        if event_shape is not None:
+            event_shape = tuple(int(n) for n in event_shape)
+            if len(event_shape) > 1:
+                raise ValueError(f"event_shape must be () or (d,), got {event_shape}")
+        self.fn, self.event_shape = fn, event_shape
+        self.batched, self.normalized = bool(batched), bool(normalized)
+
+    def _key(self):
+        return (self.fn, self.event_shape, self.batched, self.normalized)
+
+    def __eq__(self, other):
+        return isinstance(other, LogDensity) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        kind = "batched" if self.batched else "per-point"
+        return f"LogDensity({getattr(self.fn, '__name__', self.fn)!r}, {self.event_shape}, {kind})"
+
+    @property
+    def dim(self) -> int:
+        if self.event_shape is None:
+            raise ValueError("this LogDensity's event_shape is not known yet (pair it with a q)")
+        return 1 if self.event_shape == () else self.event_shape[0]
+
+    def bind(self, event_shape: tuple[int, ...], dtype=None) -> LogDensity:
+        """This density with ``event_shape`` fixed, its output shape checked (ValueError)."""
+        event_shape = tuple(event_shape)
+        if self.event_shape is not None and self.event_shape != event_shape:
+            raise ValueError(
+                f"the target's event_shape {self.event_shape} does not match q's {event_shape}"
+            )
+        bound = LogDensity(self.fn, event_shape, batched=self.batched, normalized=self.normalized)
+        bound.check(dtype or jnp.result_type(float))
+        return bound
+
+    def check(self, dtype) -> None:
+        """Traces ``fn`` on abstract input and checks its output shape (ValueError)."""
+        n = 3
+        if self.batched:
+            arg, want = (n,) + self.event_shape, (n,)
+            how = f"a batch of shape {arg}"
+        else:
+            arg, want = self.event_shape, ()
+            how = f"one point of shape {arg}"
+        try:
+            out = jax.eval_shape(self.fn, jax.ShapeDtypeStruct(arg, dtype))
+        except Exception as err:  # the user's function failed on the documented input
+            hint = "" if self.batched else " (declare batched=True for a function of a batch)"
+            raise ValueError(f"the target log density failed on {how}: {err}{hint}") from err
+        shape = getattr(out, "shape", None)
+        if shape != want:
+            hint = (
+                "; a function of one point must return a scalar (declare batched=True if it "
+                "takes a batch)"
+                if not self.batched
+                else "; a batched function must return one value per point"
+            )
+            raise ValueError(
+                f"the target log density returned shape {shape} for {how}; expected {want}{hint}"
+            )
+
+    def unnormalized_log_prob(self, x: jax.typing.ArrayLike) -> jax.Array:
+        """``fn`` over ``x`` of shape ``batch + event_shape``, shape ``batch``."""
+        if self.event_shape is None:
+            raise ValueError("this LogDensity's event_shape is not known yet (pair it with a q)")
+        x = jnp.asarray(x)
+        batch = x.shape[: x.ndim - len(self.event_shape)]
+        flat = x.reshape((math.prod(batch),) + self.event_shape)
+        out = self.fn(flat) if self.batched else jax.vmap(self.fn)(flat)
+        return jnp.reshape(out, batch)
+
+    def log_prob(self, x: jax.typing.ArrayLike) -> jax.Array:
+        """The normalized ``log p`` (only for ``normalized=True``; ValueError otherwise)."""
+        if not self.normalized:
+            raise ValueError(
+                "this LogDensity is unnormalized: log_prob is unknown (declare normalized=True "
+                "if fn is the normalized log density)"
+            )
+        return self.unnormalized_log_prob(x)
+
+    def sample(self, key=None, sample_shape=(), *, seed=None):
+        raise ValueError("a LogDensity target cannot be sampled; only its log density is known")
+
+
 jax.tree_util.register_pytree_node(
-    GaussianMixture, lambda p: (tuple(p), None), lambda _, c: GaussianMixture._make(c)
+    LogDensity, lambda t: ((), t._key()), lambda k, _: LogDensity(k[0], k[1], batched=k[2], normalized=k[3])
 )
+
+
+def _is_distribution(obj) -> bool:
+    return callable(getattr(obj, "log_prob", None)) and hasattr(obj, "event_shape")
+
+
+def as_target(obj, event_shape: tuple[int, ...] | None = None):
+    r"""``obj`` in the target protocol: a `GaussianMixture` or a bound `LogDensity`.
+
+    Accepts a `GaussianMixture`, a `LogDensity`, a distribution object with
+    ``log_prob`` and ``event_shape`` (numpyro, TFP on JAX, distrax: treated as
+    a normalized, batched log density), or a plain callable (a per-point
+    ``log p~``). ``event_shape`` (typically ``q.event_shape``) binds a
+    `LogDensity` whose shape was not given and checks its output shape.
+
+    Raises:
+      ValueError: anything else, or a log density whose output shape is wrong.
+    """
+    if isinstance(obj, GaussianMixture):
+        target = obj
+    elif isinstance(obj, LogDensity):
+        target = obj
+    elif _is_distribution(obj):
+        shape = tuple(int(n) for n in obj.event_shape)
+        target = LogDensity(obj.log_prob, shape, batched=True, normalized=True)
+    elif callable(obj):
+        target = LogDensity(obj)
+    else:
+        raise ValueError(
+            "target must be a divjax.GaussianMixture, a divjax.LogDensity, a distribution with "
+            f"log_prob and event_shape, or a callable log density; got {type(obj).__name__}"
+        )
+    if isinstance(target, LogDensity) and event_shape is not None:
+        target = target.bind(event_shape)
+    return target
+
+
+def check_pair(target, q) -> None:
+    r"""Raises `ValueError` where ``q``'s family does not fit ``target``'s event shape."""
+    if not isinstance(q, _Family):
+        raise ValueError(
+            "q must be a divjax.Gaussian, DiagGaussian, FullRankGaussian or MixtureGaussian, "
+            f"got {type(q).__name__}"
+        )
+    shape = target.event_shape
+    if shape is None or shape == q.event_shape:
+        return
+    if shape == ():
+        raise ValueError(
+            f"a 1-D target (event_shape ()) needs a divjax.Gaussian q, got {type(q).__name__} "
+            f"with event_shape {q.event_shape}; give the target (M, d) locs for d dimensions"
+        )
+    if q.event_shape == ():
+        raise ValueError(
+            f"a d = {shape[0]} target needs a DiagGaussian, FullRankGaussian or MixtureGaussian "
+            "q, got Gaussian (1-D)"
+        )
+    raise ValueError(f"dimension mismatch: p has d = {shape[0]}, q has d = {q.event_shape[0]}")
 
 
 def default_target() -> GaussianMixture:
     """The default scenario: ``p = 0.3 N(-2, 0.5^2) + 0.7 N(3, 1^2)``."""
     return GaussianMixture(weights=[0.3, 0.7], locs=[-2.0, 3.0], scales=[0.5, 1.0])
+
+
+__all__ = ["GaussianMixture", "LogDensity", "as_target", "check_pair", "default_target"]

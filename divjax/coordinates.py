@@ -1,4 +1,4 @@
-r"""Coordinate systems for the Gaussian family: where gradient descent happens.
+r"""Coordinate systems for the 1-D Gaussian family: where gradient descent happens.
 
 A `Parameterization` maps coordinates ``theta`` (an array whose last axis has
 length 2) to a `Gaussian` and back, and gives the Fisher information of
@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 
 from divjax import _checks
-from divjax.divergences import check_divergence, divergence
 from divjax.families import Gaussian
 
 
@@ -191,6 +190,12 @@ expectation = Parameterization(
     None,
 )
 
+# Every other family is fitted in its own unconstrained parameters (loc, log_scale,
+# chol, logits): the identity map, every value a valid q, no Fisher in closed form.
+own_parameters = Parameterization(
+    "own", lambda theta: theta, lambda q: q, None, lambda theta: jnp.asarray(True), None
+)
+
 PARAMETERIZATIONS: dict[str, Parameterization] = {
     p.name: p for p in (mu_log_sigma, mu_sigma, mu_tau, natural, expectation)
 }
@@ -240,71 +245,6 @@ def grad_in(parameterization, grad: Gaussian, q: Gaussian) -> jax.Array:
     return jax.vmap(one)(grad, q)
 
 
-def _objective(name, p, param, log):
-    def f(theta):
-        d = divergence(name, p, param.to_gaussian(theta))
-        return jnp.log1p(d) if log else d
-
-    return f
-
-
-def landscape_grid(
-    name: str,
-    p,
-    parameterization,
-    theta1_range: tuple[float, float],
-    theta2_range: tuple[float, float],
-    num: int = 101,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    r"""The divergence on a ``num x num`` grid of ``parameterization``'s coordinates.
-
-    Map optima and trajectories into the same coordinates with
-    ``parameterization.from_gaussian(q)`` (batched ``q`` gives ``(n, 2)``).
-
-    Args:
-      name: one of `divjax.DIVERGENCES`.
-      p: the `GaussianMixture` target.
-      parameterization: a name in `PARAMETERIZATIONS` or a `Parameterization`.
-      theta1_range, theta2_range: ``(lo, hi)`` of each coordinate.
-      num: points per axis.
-
-    Returns:
-      ``(T1, T2, values)``, each ``(num, num)`` (``meshgrid`` with ``indexing="xy"``:
-      rows follow ``theta2``). ``values`` is ``+inf`` where the divergence is
-      infinite and NaN outside the parameterization's domain.
-    """
-    check_divergence(name)
-    param = get_parameterization(parameterization)
-    if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-        raise ValueError(f"num must be an int >= 2, got {num!r}")
-    t1, t2 = jnp.meshgrid(jnp.linspace(*theta1_range, num), jnp.linspace(*theta2_range, num))
-    theta = jnp.stack([t1.ravel(), t2.ravel()], axis=-1)
-    f = _objective(name, p, param, log=False)
-    values = jax.jit(jax.vmap(lambda t: jnp.where(param.in_domain(t), f(t), jnp.nan)))(theta)
-    return t1, t2, values.reshape(t1.shape)
-
-
-def hessian_eigenvalues(name: str, p, parameterization, q: Gaussian, *, log: bool = False):
-    r"""Eigenvalues (ascending) of the divergence's Hessian in ``parameterization``'s coordinates.
-
-    ``jax.hessian`` of ``theta -> D(to_gaussian(theta))`` at
-    ``theta = from_gaussian(q)``; with ``log=True`` of ``log(1 + D)`` (for
-    the chi-squares, ``log(1 + chi^2)`` is the log of ``int p^2 / q`` resp.
-    ``int q^2 / p``, whose log-convexity the seed page claims). Points where
-    the divergence is infinite give NaN: keep ``q`` inside the finite region.
-
-    Args:
-      q: a `Gaussian` with leaves of shape ``(n,)``.
-
-    Returns:
-      An array of shape ``(n, 2)``.
-    """
-    check_divergence(name)
-    param = get_parameterization(parameterization)
-    hess = jax.hessian(_objective(name, p, param, log))
-    return jax.jit(jax.vmap(lambda t: jnp.linalg.eigvalsh(hess(t))))(param.from_gaussian(q))
-
-
 __all__ = [
     "PARAMETERIZATIONS",
     "Parameterization",
@@ -312,10 +252,9 @@ __all__ = [
     "expectation",
     "get_parameterization",
     "grad_in",
-    "hessian_eigenvalues",
-    "landscape_grid",
     "mu_log_sigma",
     "mu_sigma",
     "mu_tau",
     "natural",
+    "own_parameters",
 ]
