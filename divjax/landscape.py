@@ -9,13 +9,17 @@ coordinate systems of `divjax.coordinates`.
 from __future__ import annotations
 
 import functools
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from divjax import _checks
 from divjax.coordinates import get_parameterization
-from divjax.divergences import check_divergence, divergence, log1p_divergence
+from divjax.divergences import check_divergence, divergence, is_infinite, log1p_divergence
+from divjax.families import Gaussian
 
 
 def _objective(name, p, param, log, alpha=None):
@@ -103,4 +107,72 @@ def path_values(name: str, p, path, *, log: bool = False, alpha=None) -> jax.Arr
     return values.reshape(shape)
 
 
-__all__ = ["hessian_eigenvalues", "landscape_grid", "path_values"]
+class Surface(NamedTuple):
+    """A divergence over a window of ``(loc, log_scale)`` (1-D Gaussian family), for plots.
+
+    Attributes:
+      name: the divergence; ``log``: whether ``values`` are ``log(1 + D)``.
+      loc, log_scale, values: ``(num, num)`` meshes (rows follow ``log_scale``);
+        ``values`` is ``+inf`` where the divergence is infinite.
+      fine_loc, fine_log_scale, infinite: a finer mesh and `divjax.is_infinite`
+        on it (a clean boundary for the infinite region).
+    """
+
+    name: str
+    log: bool
+    loc: np.ndarray
+    log_scale: np.ndarray
+    values: np.ndarray
+    fine_loc: np.ndarray
+    fine_log_scale: np.ndarray
+    infinite: np.ndarray
+
+
+def default_window(p, starts=()) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A ``(loc_range, log_scale_range)`` covering a 1-D target and the ``(loc, log_scale)`` starts."""
+    m, s = np.asarray(p.locs, np.float64), np.asarray(p.scales, np.float64)
+    sd = math.sqrt(float(p.variance()))
+    locs = [m.min() - 2 * s.max(), m.max() + 2 * s.max()] + [float(a) for a, _ in starts]
+    logs = [math.log(s.min()) - 0.8, math.log(sd) + 0.6] + [float(b) for _, b in starts]
+    return (min(locs) - 0.5, max(locs) + 0.5), (min(logs) - 0.2, max(logs) + 0.2)
+
+
+def surface(
+    name: str,
+    p,
+    loc_range: tuple[float, float] | None = None,
+    log_scale_range: tuple[float, float] | None = None,
+    num: int = 60,
+    *,
+    log: bool | None = None,
+    alpha=None,
+) -> Surface:
+    """The divergence on a ``num x num`` mesh of ``(loc, log_scale)`` (``log(1 + D)`` for chi-squares)."""
+    alpha = check_divergence(name, alpha)
+    if loc_range is None or log_scale_range is None:
+        default = default_window(p)
+        loc_range, log_scale_range = loc_range or default[0], log_scale_range or default[1]
+    log = not name.startswith("kl") if log is None else log
+    _, _, values = landscape_grid(name, p, "mu_log_sigma", loc_range, log_scale_range, num, log=log, alpha=alpha)
+    locs, logs = np.linspace(*loc_range, num), np.linspace(*log_scale_range, num)
+    mesh_l, mesh_s = np.meshgrid(locs, logs)
+    fine_l, fine_s = np.meshgrid(np.linspace(*loc_range, 4 * num), np.linspace(*log_scale_range, 8 * num))
+    dtype = p.locs.dtype
+    inf = _infinite(p, jnp.asarray(fine_l, dtype), jnp.asarray(fine_s, dtype), name=name, alpha=alpha)
+    return Surface(name, log, mesh_l, mesh_s, np.asarray(values, np.float64), fine_l, fine_s, np.asarray(inf))
+
+
+@functools.partial(jax.jit, static_argnames=("name", "alpha"))
+def _infinite(p, loc, log_scale, *, name, alpha):
+    flat = jax.vmap(lambda m, s: is_infinite(name, p, Gaussian._make((m, s)), alpha=alpha))
+    return flat(loc.ravel(), log_scale.ravel()).reshape(loc.shape)
+
+
+__all__ = [
+    "Surface",
+    "default_window",
+    "hessian_eigenvalues",
+    "landscape_grid",
+    "path_values",
+    "surface",
+]
