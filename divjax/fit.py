@@ -188,7 +188,7 @@ def fitter(
       parameterization, natural_gradient, damping, clip_norm, fixed_scale: as `fit`.
       window: steps the iterate average (and the "still moving" test) spans.
     """
-    est = stateful_surrogate(name, estimator, target, num_samples, alpha=alpha)
+    est = stateful_surrogate(name, estimator, target, num_samples, alpha=alpha, contributions=False)
     base = optax.with_extra_args_support(resolve_optimizer(optimizer))
     window = _checks.check_int(window, "window", 1)
     rate = 1.0 / window
