@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax import _checks, divergences
+from divjax import divergences
 from divjax.closed_forms import cross_entropy
 from divjax.estimators import bounds, control_variates, msc, pathwise, score_function
 from divjax.estimators._core import Draw, Spec, SurrogateAux, assemble, linear_terms, stop
-from divjax.targets import GaussianMixture, LogDensity, as_target, check_pair
+from divjax.targets import LogDensity, as_target, check_pair
 
 ALL_FAMILIES = ("gaussian", "diag", "full", "mixture")
 REPARAMETERIZED = ("gaussian", "diag", "full")
