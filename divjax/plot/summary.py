@@ -1,0 +1,399 @@
+r"""Summaries of many estimates and many fits: `estimator_comparison` and `sweep_summary`.
+
+`estimator_comparison` draws `divjax.GradStats` (one per (divergence,
+estimator), with a leading ``K`` axis); `sweep_summary` draws the runs of
+`divjax.sweep` (`divjax.sweeps.SweepRun`), their outcomes in the categories of
+`divjax.status.OUTCOMES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+
+from divjax.plot.style import (
+    OPTIMUM,
+    OUTCOME_COLORS,
+    PURPLE,
+    as_float,
+    estimator_styles,
+    label,
+    outcome_handles,
+)
+from divjax.status import OUTCOMES, outcome_masks
+
+COLUMNS = ("variance of one estimate", "MSE against the estimand", "SNR = |mean| / sd")
+PARAM_SYMBOLS = {
+    "loc": r"\mu",
+    "log_scale": r"\log\sigma",
+    "chol": "L",
+    "logits": "logits",
+    "locs": r"\mu_c",
+    "log_scales": r"\log\sigma_c",
+}
+
+
+def _leaf(stats_field, field: str, q_index: int, batched: bool) -> np.ndarray:
+    """``(len(Ks), n_elements)`` of one parameter's leaf, the ``q`` of ``q_index``."""
+    a = as_float(getattr(stats_field, field))
+    a = a[:, q_index] if batched else a
+    return a.reshape(a.shape[0], -1)
+
+
+def _series(stats, field: str, q_index: int) -> dict[str, np.ndarray]:
+    """Variance, MSE and SNR per ``K`` (summed over a leaf's elements), and ``sample``."""
+    batched = np.ndim(stats.num_samples) == 2
+    inf_var = bool(np.any(as_float(stats.infinite_variance)))
+    var = _leaf(stats.sample_variance if inf_var else stats.variance, field, q_index, batched)
+    mean = _leaf(stats.mean, field, q_index, batched)
+    bias = _leaf(stats.bias, field, q_index, batched)
+    mse = _leaf(stats.mse, field, q_index, batched)
+    if inf_var:  # the sample values: bias^2 + sample variance
+        mse = bias**2 + var
+    total = var.sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.linalg.norm(mean, axis=-1) / np.sqrt(total)
+    return {"var": total, "mse": mse.sum(-1), "snr": snr, "sample": inf_var}
+
+
+def _ks(stats) -> np.ndarray:
+    ks = as_float(stats.num_samples)
+    return ks if ks.ndim == 1 else ks[:, 0]
+
+
+def _rate(ax, anchors, power: float) -> None:
+    """A grey dotted ``K^power`` line through the geometric mean of the first points."""
+    if not anchors:
+        return
+    k0 = min(k for k, _ in anchors)
+    y0 = np.exp(np.mean([np.log(y * (k0 / k) ** power) for k, y in anchors]))
+    lo, hi = ax.get_xlim()
+    kk = np.geomspace(max(k0, lo), hi, 20)
+    ax.plot(kk, y0 * (kk / k0) ** power, ":", color="0.5", lw=1.2)
+    ax.set_xlim(lo, hi)
+
+
+def _comparison_axes(fields, axes):
+    if axes is None:
+        _, axes = plt.subplots(
+            len(fields),
+            3,
+            figsize=(12, 3.1 * len(fields) + 1.0),
+            squeeze=False,
+            layout="constrained",
+        )
+    return np.asarray(axes).reshape(len(fields), 3)
+
+
+def estimator_comparison(
+    grad_stats_by_estimator: Mapping[tuple[str, str], object], *, q_index: int = 0, axes=None
+):
+    r"""Gradient variance, MSE and SNR against ``K`` (log-log), one line per estimator.
+
+    Rows are ``q``'s parameters (a leaf with several elements: variances and
+    MSEs summed, SNR ``|mean| / sqrt(sum var)``); columns variance, MSE
+    against the estimator's estimand and SNR (Rainforth et al. 2018). Every
+    estimator has its own (colour, line style, marker) from
+    `divjax.plot.style.estimator_styles` (order of `divjax.REGISTRY`). Where
+    the variance is infinite the sample values are drawn with hollow markers;
+    ``"exact"`` is left out; MSE is left out where no exact gradient exists.
+    Grey dotted: the ``1/K`` (SNR: ``sqrt(K)``) rate.
+
+    Args:
+      grad_stats_by_estimator: ``{(divergence, estimator): GradStats}`` with a leading K axis.
+      q_index: which ``q`` when the statistics are for a batch of ``q``.
+      axes: a ``(parameters, 3)`` array of ``Axes``.
+    """
+    items = {k: v for k, v in grad_stats_by_estimator.items() if k[1] != "exact"}
+    first = next(iter(items.values()), None)
+    fields = first.variance._fields if first is not None else ("loc", "log_scale")
+    axes = _comparison_axes(fields, axes)
+    fig = axes.flat[0].figure
+    styles = estimator_styles(items)
+    anchors = {}
+    handles = []
+    for key, stats in items.items():
+        st, ks = styles[key], _ks(stats)
+        text = f"{label(key[0])} {key[1]}"
+        sample = False
+        for r, field in enumerate(fields):
+            s = _series(stats, field, q_index)
+            sample = s["sample"]
+            for c, y in enumerate((s["var"], s["mse"], s["snr"])):
+                ok = np.isfinite(y) & (y > 0)
+                if ok.any():
+                    axes[r, c].plot(
+                        ks[ok],
+                        y[ok],
+                        color=st["color"],
+                        ls=st["ls"],
+                        marker=st["marker"],
+                        ms=4,
+                        lw=1.4,
+                        mfc="none" if sample else st["color"],
+                    )
+                    anchors.setdefault((r, c), []).append((ks[ok][0], y[ok][0]))
+        if bool(np.all(as_float(stats.divergence_infinite))):
+            text += r" (divergence $\infty$)"
+        elif sample:
+            text += r" (variance $\infty$: sample values, hollow)"
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=st["color"],
+                ls=st["ls"],
+                marker=st["marker"],
+                ms=4,
+                mfc="none" if sample else st["color"],
+                label=text,
+            )
+        )
+    for (r, c), ax in np.ndenumerate(axes):
+        sym = PARAM_SYMBOLS.get(fields[r], fields[r])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{COLUMNS[c]}, $\\partial/\\partial {sym}$", fontsize=10)
+        ax.set_xlabel("K (samples per estimate)")
+        ax.grid(True, which="major", alpha=0.3)
+        if (r, c) not in anchors:
+            what = "no exact gradient here" if c == 1 else "nothing finite to draw"
+            ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center")
+        _rate(ax, anchors.get((r, c), []), 0.5 if c == 2 else -1.0)
+    handles.append(Line2D([], [], ls=":", color="0.5", label=r"rate $1/K$ (SNR: $\sqrt{K}$)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    return fig
+
+
+# --- sweep_summary ----------------------------------------------------------------
+
+FENCE = 3.0  # values beyond FENCE interquartile ranges (at least MIN_SPAN) are clipped
+BAND = 0.2  # the band above the data holding the counts, as a fraction of the data's span
+
+
+def group_runs(runs) -> tuple[dict, dict]:
+    """``({(name, estimator, optimizer, alpha): runs by K}, {(name, optimizer, alpha): exact})``."""
+    groups, exact = {}, {}
+    for run in runs:
+        c = run.config
+        if c.estimator == "exact":
+            exact[(c.name, c.optimizer, c.alpha)] = float(as_float(run.status.final_value).flat[0])
+        else:
+            groups.setdefault((c.name, c.estimator, c.optimizer, c.alpha), []).append(run)
+    return {k: sorted(v, key=lambda r: r.config.num_samples) for k, v in groups.items()}, exact
+
+
+def finite_values(run) -> np.ndarray:
+    """The finite final values of the fits that did not diverge."""
+    v = as_float(run.status.final_value).reshape(-1)
+    ok = np.isfinite(v) & (as_float(run.status.diverged_at).reshape(-1) < 0)
+    return v[ok]
+
+
+def robust_range(values: np.ndarray, refs=()) -> tuple[float, float, bool]:
+    """``(lo, hi, log)``: the range shown (in log10 where ``log``); values beyond it are clipped.
+
+    Log scale when every value is positive and the middle 90% spans more than
+    two decades. Fences: ``FENCE`` interquartile ranges beyond the quartiles
+    (at least a quarter of the median, or half a decade); ``refs`` (the
+    optimum, the exact fit) are shown when inside the fences.
+    """
+    log = bool(values.min() > 0 and np.quantile(values, 0.95) > 100 * np.quantile(values, 0.05))
+    t = np.log10(values) if log else values
+    q1, med, q3 = np.quantile(t, [0.25, 0.5, 0.75])
+    reach = max(FENCE * (q3 - q1), 0.5 if log else 0.25 * abs(med), 1e-12)
+    lo_f, hi_f = q1 - reach, q3 + reach
+    inl = t[(t >= lo_f) & (t <= hi_f)]
+    lo, hi = float(inl.min()), float(inl.max())
+    for r in refs:
+        if np.isfinite(r) and (r > 0 or not log):
+            r = float(np.log10(r) if log else r)
+            if lo_f <= r <= hi_f:
+                lo, hi = min(lo, r), max(hi, r)
+    if hi - lo < 1e-12:
+        pad = 0.05 * max(abs(hi), 1.0)
+        lo, hi = lo - pad, hi + pad
+    return lo, hi, log
+
+
+def _empty_message(group) -> str:
+    div = np.concatenate([as_float(r.status.diverged_at).reshape(-1) >= 0 for r in group])
+    vals = np.concatenate([as_float(r.status.final_value).reshape(-1) for r in group])
+    if div.all():
+        return "every fit diverged"
+    if np.isnan(vals[~div]).all():
+        return "no exact divergence\nfor this target"
+    return "no fit ended with a\nfinite divergence"
+
+
+def _top(ax, group, rng, refs) -> None:
+    """Final divergences per K: boxes and points inside ``rng``, counts of the clipped ones."""
+    pos = np.arange(len(group))
+    lo, hi, log = rng
+    span = hi - lo
+    top = hi + BAND * span
+    data = [finite_values(r) for r in group]
+    shown = [i for i, d in enumerate(data) if d.size]
+    to_y = (lambda t: 10.0**t) if log else (lambda t: t)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylim(to_y(lo - 0.05 * span), to_y(top))
+    if shown:
+        box = ax.boxplot(
+            [data[i] for i in shown],
+            positions=pos[shown],
+            widths=0.55,
+            showfliers=False,
+            medianprops={"color": PURPLE},
+        )
+        for line in box["whiskers"] + box["caps"] + box["boxes"]:  # cut at the axis' top
+            line.set_ydata(np.clip(line.get_ydata(), to_y(lo - 0.05 * span), to_y(hi)))
+    rand = np.random.default_rng(0)
+    for i, (run, d) in enumerate(zip(group, data)):
+        inside = d[(d >= to_y(lo)) & (d <= to_y(hi))]
+        ax.scatter(
+            pos[i] + rand.uniform(-0.18, 0.18, inside.size),
+            inside,
+            s=6,
+            color=PURPLE,
+            alpha=0.45,
+            lw=0,
+        )
+        n_above = int(np.sum(d > to_y(hi))) + int(np.sum(d < to_y(lo)))
+        n_bad = int(np.size(run.status.final_value)) - d.size
+        marks = ([f"▲{n_above}"] if n_above else []) + ([f"∞{n_bad}"] if n_bad else [])
+        if marks:
+            ax.text(
+                pos[i],
+                to_y(hi + 0.6 * BAND * span),
+                " ".join(marks),
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
+    ax.axhline(to_y(hi), color="0.6", lw=0.6, ls=":")
+    for value, style in zip(refs, ({"color": OPTIMUM, "ls": ":"}, {"color": "k", "ls": "--"})):
+        if np.isfinite(value) and to_y(lo) <= value <= to_y(hi):
+            ax.axhline(value, lw=1.0, **style)
+    if not shown:
+        ax.text(
+            0.5,
+            0.45,
+            _empty_message(group),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.25",
+        )
+        ax.set_yticks([])
+    ax.set_xticks(pos, [str(r.config.num_samples) for r in group], fontsize=8)
+    ax.set_xlim(-0.6, len(group) - 0.4)
+    ax.set_ylabel("final divergence", fontsize=8)
+
+
+def _bottom(ax, group) -> None:
+    """Stacked fractions of the fits per outcome (`divjax.status.outcome_masks`)."""
+    pos = np.arange(len(group))
+    below = np.zeros(len(group))
+    masks = [outcome_masks(r.status) for r in group]
+    for outcome in OUTCOMES:
+        frac = np.array([np.mean(m[outcome]) for m in masks])
+        ax.bar(pos, frac, bottom=below, color=OUTCOME_COLORS[outcome], width=0.7)
+        below += frac
+    ax.set_xticks(pos, [str(r.config.num_samples) for r in group], fontsize=8)
+    ax.set_xlim(-0.6, len(group) - 0.4)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("K", fontsize=8)
+    ax.set_ylabel("fraction of fits", fontsize=8)
+
+
+def _sweep_axes(n: int, max_cols: int, axes):
+    cols = max(1, min(n, max_cols))
+    rows = -(-max(n, 1) // cols)
+    if axes is None:
+        _, axes = plt.subplots(
+            2 * rows,
+            cols,
+            figsize=(3.3 * cols + 0.4, 4.4 * rows + 0.9),
+            squeeze=False,
+            layout="constrained",
+            height_ratios=[1.5, 1.0] * rows,
+        )
+    axes = np.asarray(axes).reshape(2 * rows, cols)
+    for j in range(n, rows * cols):
+        axes[2 * (j // cols), j % cols].set_visible(False)
+        axes[2 * (j // cols) + 1, j % cols].set_visible(False)
+    return axes, cols
+
+
+def _legend(fig, has_exact: bool, has_opt: bool) -> None:
+    handles = outcome_handles()
+    extra = [
+        Line2D([], [], ls="", marker="$▲$", color="k", label="fits beyond the axis (count)"),
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="$∞$",
+            color="k",
+            label="fits with no finite final divergence (count)",
+        ),
+    ]
+    if has_opt:
+        extra.append(Line2D([], [], color=OPTIMUM, ls=":", label="global optimum's value"))
+    if has_exact:
+        extra.append(Line2D([], [], color="k", ls="--", label="exact-gradient fit"))
+    fig.legend(
+        handles=handles + extra,
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        title="how each fit ended",
+        title_fontsize=8,
+    )
+
+
+def sweep_summary(runs: Sequence, *, optima: Mapping | None = None, max_cols: int = 4, axes=None):
+    r"""Per Monte Carlo configuration: the final divergence per ``K`` and how the fits ended.
+
+    One column per (divergence, estimator, optimizer) of the runs. Top: the
+    final exact divergence of every fit per ``K`` (box and points) on a range
+    shared by every panel of the same divergence; values beyond it are not
+    drawn but counted (▲), as are fits with no finite final value (∞); the
+    exact-gradient fit (dashed) and the global optimum's value (dotted) where
+    known. A panel where every fit diverged says so. Bottom: the fraction of
+    fits per outcome of `divjax.status.OUTCOMES`, one legend for the figure.
+
+    Args:
+      runs: `divjax.sweeps.SweepRun`'s (``SweepResult.runs``, or several sweeps').
+      optima: ``{divergence: Optima}`` for the optimum's value line.
+      max_cols: columns of panels per row.
+      axes: a ``(2 * rows, cols)`` array of ``Axes``.
+    """
+    groups, exact = group_runs(runs)
+    axes, cols = _sweep_axes(len(groups), max_cols, axes)
+    fig = axes.flat[0].figure
+    ranges = {}
+    for key in {k[0] for k in groups}:
+        vals = [finite_values(r) for k, g in groups.items() if k[0] == key for r in g]
+        vals = np.concatenate(vals) if vals else np.zeros(0)
+        opt = float(as_float(optima[key].value)[0]) if optima and key in optima else np.nan
+        refs = [opt] + [v for (n, _, _), v in exact.items() if n == key]
+        ranges[key] = robust_range(vals, refs) if vals.size else (0.0, 1.0, False)
+    for j, ((name, est, opt, alpha), group) in enumerate(groups.items()):
+        top, bottom = axes[2 * (j // cols), j % cols], axes[2 * (j // cols) + 1, j % cols]
+        best = float(as_float(optima[name].value)[0]) if optima and name in optima else np.nan
+        _top(top, group, ranges[name], (best, exact.get((name, opt, alpha), np.nan)))
+        top.set_title(
+            f"{label(name, alpha)}, {est}" + (f" [{opt}]" if opt != "sgd" else ""), fontsize=10
+        )
+        _bottom(bottom, group)
+    if not groups:
+        axes.flat[0].set_visible(True)
+        axes.flat[0].text(0.5, 0.5, "no Monte Carlo runs", ha="center", va="center")
+    _legend(fig, bool(exact), bool(optima))
+    return fig
