@@ -8,26 +8,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax.divergences import divergence, exact_available, is_infinite, log1p_divergence
+from divjax.divergences import exact_available, is_infinite, log1p_divergence
 from divjax.plot.style import OTHER_DIRECTION, format_value, label, seeking
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha"))
 def _exact(p, q, *, name, alpha):
-    return (
-        divergence(name, p, q, alpha=alpha),
-        log1p_divergence(name, p, q, alpha=alpha),
-        is_infinite(name, p, q, alpha=alpha),
-    )
+    return log1p_divergence(name, p, q, alpha=alpha), is_infinite(name, p, q, alpha=alpha)
 
 
 def exact_text(name: str, p, q, alpha=None) -> str | None:
     """``"KL(p || q) = 0.52"`` (``∞``, or ``≈ 10^k`` beyond the float range); None if not exact."""
     if not exact_available(name, p, q, alpha):
         return None
-    value, log1p, inf = (np.asarray(a) for a in _exact(p, q, name=name, alpha=alpha))
+    log1p, inf = (np.asarray(a) for a in _exact(p, q, name=name, alpha=alpha))
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(q)).name
-    return f"{label(name, alpha)} = {format_value(value, log1p, bool(inf), dtype)}"
+    return f"{label(name, alpha)} = {format_value(log1p, bool(inf), dtype)}"
 
 
 def values_line(name: str, p, q, alpha=None) -> str:

@@ -66,8 +66,14 @@ OTHER_DIRECTION = {
 }
 SEEKING = {"forward": "mean-seeking", "reverse": "mode-seeking"}
 
-# Distinct colours for estimator lines (tab10 and two more); line styles tell divergences apart.
-ESTIMATOR_COLORS = tuple(plt.get_cmap("tab10").colors) + ("#000000", "#E6AB02")
+# Distinct colours for estimator lines (tab10 without its grey, black, tab20b's dark tones and
+# three more); line styles and markers tell divergences apart.
+ESTIMATOR_COLORS = (
+    tuple(c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7)
+    + ("#000000",)
+    + tuple(plt.get_cmap("tab20b").colors[i] for i in (0, 4, 8, 12, 16))
+    + ("#E6AB02", "#66C2A5", "#FC8D62")
+)
 DIVERGENCE_LINESTYLES = dict(
     zip(
         ALL_DIVERGENCES,
@@ -130,23 +136,24 @@ def outcome_handles() -> list[Patch]:
     return [Patch(color=OUTCOME_COLORS[o], label=OUTCOME_LABELS[o]) for o in OUTCOMES]
 
 
-def format_value(value: float, log1p: float = math.nan, infinite: bool = False, dtype="") -> str:
-    r"""A divergence for a title: ``inf`` as ``∞``, finite beyond the float range ``≈ 10^k``.
+def format_value(log1p: float, infinite: bool = False, dtype: str = "float32") -> str:
+    r"""A divergence ``D`` for a title, from ``log(1 + D)`` (`divjax.log1p_divergence`).
 
-    ``log1p`` is `divjax.log1p_divergence` (finite where the value is, even
-    beyond the float range) and ``infinite`` `divjax.is_infinite`.
+    ``∞`` where it is infinite (`divjax.is_infinite`); ``≈ 10^k`` with a note
+    where it is finite but beyond ``dtype``'s range; ``n/a`` for NaN.
     """
-    value, log1p = float(value), float(log1p)
-    if math.isnan(value):
+    log1p = float(log1p)
+    if math.isnan(log1p):
         return "n/a"
-    if math.isfinite(value):
+    if infinite:
+        return r"$\infty$"
+    with np.errstate(over="ignore"):
+        value = float(np.expm1(np.float64(log1p)))
+    if math.isfinite(value) and abs(value) <= float(np.finfo(dtype).max):
         return f"{value:.3g}"
-    if infinite or value < 0:
-        return r"$\infty$" if value > 0 else r"$-\infty$"
-    where = f" (beyond {dtype} range)" if dtype else " (beyond the float range)"
     if math.isfinite(log1p):
-        return rf"$\approx 10^{{{log1p / math.log(10):.0f}}}$" + where
-    return "finite" + where + ", even in log space"
+        return rf"$\approx 10^{{{log1p / math.log(10):.0f}}}$ (beyond {dtype} range)"
+    return f"finite, beyond {dtype} range even in log space"
 
 
 def new_axes(ax, figsize=(6.0, 3.0)):

@@ -25,6 +25,7 @@ from divjax.plot.style import (
 )
 from divjax.status import OUTCOMES, outcome_masks
 
+RATE_STYLE = (0, (1, 3))
 COLUMNS = ("variance of one estimate", "MSE against the estimand", "SNR = |mean| / sd")
 PARAM_SYMBOLS = {
     "loc": r"\mu",
@@ -72,7 +73,7 @@ def _rate(ax, anchors, power: float) -> None:
     y0 = np.exp(np.mean([np.log(y * (k0 / k) ** power) for k, y in anchors]))
     lo, hi = ax.get_xlim()
     kk = np.geomspace(max(k0, lo), hi, 20)
-    ax.plot(kk, y0 * (kk / k0) ** power, ":", color="0.5", lw=1.2)
+    ax.plot(kk, y0 * (kk / k0) ** power, ls=RATE_STYLE, color="0.6", lw=1.2, gid="rate")
     ax.set_xlim(lo, hi)
 
 
@@ -100,7 +101,7 @@ def estimator_comparison(
     `divjax.plot.style.estimator_styles` (order of `divjax.REGISTRY`). Where
     the variance is infinite the sample values are drawn with hollow markers;
     ``"exact"`` is left out; MSE is left out where no exact gradient exists.
-    Grey dotted: the ``1/K`` (SNR: ``sqrt(K)``) rate.
+    Sparse grey dots: the ``1/K`` (SNR: ``sqrt(K)``) rate.
 
     Args:
       grad_stats_by_estimator: ``{(divergence, estimator): GradStats}`` with a leading K axis.
@@ -163,7 +164,8 @@ def estimator_comparison(
             what = "no exact gradient here" if c == 1 else "nothing finite to draw"
             ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center")
         _rate(ax, anchors.get((r, c), []), 0.5 if c == 2 else -1.0)
-    handles.append(Line2D([], [], ls=":", color="0.5", label=r"rate $1/K$ (SNR: $\sqrt{K}$)"))
+    rate = r"rate $1/K$ (SNR: $\sqrt{K}$)"
+    handles.append(Line2D([], [], ls=RATE_STYLE, color="0.6", label=rate))
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     return fig
 
