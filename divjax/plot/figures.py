@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from divjax.plot import _text
+from divjax.plot import _eval
 from divjax.plot.animate import Frames, animate_fit
 from divjax.plot.landscape import landscape
 from divjax.plot.panels import fit_panel, rug, weights_panel, x_grid
@@ -64,7 +64,7 @@ def fit_panels(data: DemoData):
     two_d = data.target.event_shape == (2,)
     fig, axes = _panels(len(data.fitted), (5.6, 4.6) if two_d else (5.6, 3.6))
     for ax, (n, q) in zip(axes, data.fitted.items()):
-        head = _text.head(n) + (f"\n{data.notes[n]}" if n in data.notes else "")
+        head = _eval.head(n) + (f"\n{data.notes[n]}" if n in data.notes else "")
         draw = fit_panel2d if two_d else fit_panel
         draw(data.target, q, n, optima=data.optima.get(n), title=head, ax=ax)
     return fig

@@ -103,7 +103,7 @@ def draw_paths(ax, trajectories, param, box, colors) -> list:
         color = colors.get(name, "k" if exact else next(palette))
         px, py = (np.atleast_2d(a) for a in to_coords(param, path.loc, path.log_scale))
         leaves = int(np.sum(~np.all(inside(px, py, box), axis=-1)))
-        text = name + (f" ({leaves} of {px.shape[0]} leave the window)" if leaves else "")
+        text = name + (f" ({leaves}/{px.shape[0]} leave the window)" if leaves else "")
         for i in range(px.shape[0]):
             ax.plot(
                 px[i],
@@ -170,7 +170,7 @@ def landscape(
         fontsize=7,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.16),
-        ncols=3,
+        ncols=2,
         frameon=False,
     )
     return fig

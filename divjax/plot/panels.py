@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
 from divjax.families import Gaussian
-from divjax.plot import _text
+from divjax.plot import _eval
 from divjax.plot.style import (
     NEGATIVE,
     OPTIMUM,
@@ -59,10 +58,9 @@ def x_grid(p, *qs, num: int = 400) -> np.ndarray:
 def target_density(p, x: np.ndarray) -> np.ndarray:
     """The normalized density of a 1-D target on ``x`` (a log density normalized on the grid)."""
     p = as_target(p, ())
-    xj = jnp.asarray(x, jnp.result_type(float))
     if isinstance(p, GaussianMixture):
-        return np.exp(as_float(p.log_prob(xj)))
-    log_p = as_float(p.unnormalized_log_prob(xj))
+        return np.exp(_eval.log_density(p, x, normalized=True))
+    log_p = _eval.log_density(p, x)
     dens = np.exp(log_p - np.max(log_p[np.isfinite(log_p)], initial=0.0))
     mass = np.trapezoid(dens, x)
     return dens / mass if mass > 0 else dens
@@ -80,20 +78,24 @@ def row(q, i: int):
     return type(q)._make(np.asarray(a)[i] for a in q)
 
 
-def draw_target(ax, p, x: np.ndarray, optima=None) -> float:
-    """``p`` (filled) and the optimal ``q*`` (dashed global, dotted local); returns p's peak."""
+def draw_target(ax, p, x: np.ndarray) -> float:
+    """``p`` on ``x`` (filled, normalized); returns its peak."""
     dens = target_density(p, x)
     ax.fill_between(x, dens, color=TARGET, alpha=0.12, lw=0)
     ax.plot(x, dens, color=TARGET, lw=1.8, label=r"target $p(z)$")
+    ax.set_xlim(x[0], x[-1])
+    ax.set_xlabel("$z$")
+    ax.set_ylabel("density")
+    return float(np.max(dens))
+
+
+def draw_optima(ax, x: np.ndarray, optima) -> None:
+    """The optimal ``q*`` (dashed global, dotted local), drawn over ``q``."""
     n = 0 if optima is None else int(np.shape(optima.value)[0])
     for i in range(n):
         ls, what = ("--", "global") if i == 0 else (":", "local")
         lab = rf"optimal $q^*$ ({what})" if i <= 1 else None
         ax.plot(x, np.exp(log_q(row(optima.q, i), x)), ls=ls, color=OPTIMUM, lw=1.6, label=lab)
-    ax.set_xlim(x[0], x[-1])
-    ax.set_xlabel("$z$")
-    ax.set_ylabel("density")
-    return float(np.max(dens))
 
 
 def optimum_peaks(optima) -> list[float]:
@@ -136,9 +138,10 @@ def fit_panel(
     """
     fig, ax = new_axes(ax)
     x = x_grid(p, q) if x is None else np.asarray(x, np.float64)
-    p_peak = draw_target(ax, p, x, optima)
+    p_peak = draw_target(ax, p, x)
     dens_q = np.exp(log_q(q, x))
     ax.plot(x, dens_q, color=PURPLE, lw=2.4, label=r"fitted $q_\phi$")
+    draw_optima(ax, x, optima)
     peaks = [float(np.max(dens_q))] + optimum_peaks(optima)
     top = density_top(p_peak, peaks)
     ax.set_ylim(0, top)
@@ -151,8 +154,8 @@ def fit_panel(
             fontsize=8,
             color=PURPLE,
         )
-    head = _text.head(name, alpha) if title is None else title
-    ax.set_title(f"{head}\n{_text.values_line(name, p, q, alpha)}", fontsize=10)
+    head = _eval.head(name, alpha) if title is None else title
+    ax.set_title(f"{head}\n{_eval.values_line(name, p, q, alpha)}", fontsize=10)
     ax.legend(fontsize=8, loc="best", framealpha=0.8)
     return fig
 
@@ -173,7 +176,7 @@ def weight_power(name: str) -> float:
 def log_weight_curve(p, q: Gaussian, x: np.ndarray, power: float) -> np.ndarray:
     """``power * (log p~(x) - log q(x))`` on ``x`` (the same ``p~`` the estimators see)."""
     target = as_target(p, ())
-    log_p = as_float(target.unnormalized_log_prob(jnp.asarray(x, jnp.result_type(float))))
+    log_p = _eval.log_density(target, x)
     return power * (log_p - log_q(q, x))
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import matplotlib.colors as mcolors
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 
 from divjax.families import mean_and_log_sd
-from divjax.plot import _text
+from divjax.plot import _eval
 from divjax.plot.panels import row, weight_power
 from divjax.plot.style import OPTIMUM, PURPLE, TARGET, as_float, new_axes
 from divjax.targets import GaussianMixture, as_target
@@ -69,10 +68,9 @@ def mesh(window, num: int):
 
 def log_density(dist, points: np.ndarray) -> np.ndarray:
     """``log p~`` of a target or ``log q`` of a family at ``points (n, 2)``, float64."""
-    pts = jnp.asarray(points, jnp.result_type(float))
     if hasattr(dist, "family"):
-        return as_float(dist.log_prob(pts))
-    return as_float(as_target(dist, (2,)).unnormalized_log_prob(pts))
+        return _eval.log_density(dist, points)
+    return _eval.log_density(as_target(dist, (2,)), points)
 
 
 def mass_levels(log_dens: np.ndarray, masses=MASSES) -> np.ndarray:
@@ -188,9 +186,9 @@ def fit_panel2d(
         handles.append(Line2D([], [], color=OPTIMUM, ls="--", label=r"optimal $q^*$ (global)"))
         if np.shape(optima.value)[0] > 1:
             handles.append(Line2D([], [], color=OPTIMUM, ls=":", label=r"optimal $q^*$ (local)"))
-    lines = [title if title is not None else (_text.head(name, alpha) if name else "fit")]
+    lines = [title if title is not None else (_eval.head(name, alpha) if name else "fit")]
     if name is not None:
-        lines.append(_text.values_line(name, p, q, alpha))
+        lines.append(_eval.values_line(name, p, q, alpha))
     if aux is not None:
         power = weight_power(name or "")
         draw_samples(ax, aux, power)

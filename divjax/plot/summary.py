@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
+from divjax.plot._ranges import BAND, empty_message, finite_values, group_runs, robust_range
 from divjax.plot.style import (
     OPTIMUM,
     OUTCOME_COLORS,
@@ -89,70 +90,38 @@ def _comparison_axes(fields, axes):
     return np.asarray(axes).reshape(len(fields), 3)
 
 
-def estimator_comparison(
-    grad_stats_by_estimator: Mapping[tuple[str, str], object], *, q_index: int = 0, axes=None
-):
-    r"""Gradient variance, MSE and SNR against ``K`` (log-log), one line per estimator.
+def _divergence_infinite(stats, q_index: int) -> np.ndarray:
+    a = np.asarray(stats.divergence_infinite, bool)
+    return a[:, q_index] if a.ndim == 2 else a
 
-    Rows are ``q``'s parameters (a leaf with several elements: variances and
-    MSEs summed, SNR ``|mean| / sqrt(sum var)``); columns variance, MSE
-    against the estimator's estimand and SNR (Rainforth et al. 2018). Every
-    estimator has its own (colour, line style, marker) from
-    `divjax.plot.style.estimator_styles` (order of `divjax.REGISTRY`). Where
-    the variance is infinite the sample values are drawn with hollow markers;
-    ``"exact"`` is left out; MSE is left out where no exact gradient exists.
-    Sparse grey dots: the ``1/K`` (SNR: ``sqrt(K)``) rate.
 
-    Args:
-      grad_stats_by_estimator: ``{(divergence, estimator): GradStats}`` with a leading K axis.
-      q_index: which ``q`` when the statistics are for a batch of ``q``.
-      axes: a ``(parameters, 3)`` array of ``Axes``.
-    """
-    items = {k: v for k, v in grad_stats_by_estimator.items() if k[1] != "exact"}
-    first = next(iter(items.values()), None)
-    fields = first.variance._fields if first is not None else ("loc", "log_scale")
-    axes = _comparison_axes(fields, axes)
-    fig = axes.flat[0].figure
-    styles = estimator_styles(items)
-    anchors = {}
-    handles = []
-    for key, stats in items.items():
-        st, ks = styles[key], _ks(stats)
-        text = f"{label(key[0])} {key[1]}"
-        sample = False
-        for r, field in enumerate(fields):
-            s = _series(stats, field, q_index)
-            sample = s["sample"]
-            for c, y in enumerate((s["var"], s["mse"], s["snr"])):
-                ok = np.isfinite(y) & (y > 0)
-                if ok.any():
-                    axes[r, c].plot(
-                        ks[ok],
-                        y[ok],
-                        color=st["color"],
-                        ls=st["ls"],
-                        marker=st["marker"],
-                        ms=4,
-                        lw=1.4,
-                        mfc="none" if sample else st["color"],
-                    )
-                    anchors.setdefault((r, c), []).append((ks[ok][0], y[ok][0]))
-        if bool(np.all(as_float(stats.divergence_infinite))):
-            text += r" (divergence $\infty$)"
-        elif sample:
-            text += r" (variance $\infty$: sample values, hollow)"
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=st["color"],
-                ls=st["ls"],
-                marker=st["marker"],
-                ms=4,
-                mfc="none" if sample else st["color"],
-                label=text,
-            )
-        )
+def _draw_estimator(axes, fields, stats, style: dict, q_index: int, anchors: dict) -> bool:
+    """One estimator's lines in every panel (K where the divergence is finite); True if hollow."""
+    ks, finite_div = _ks(stats), ~_divergence_infinite(stats, q_index)
+    sample = False
+    for r, field in enumerate(fields):
+        s = _series(stats, field, q_index)
+        sample = s["sample"]
+        for c, y in enumerate((s["var"], s["mse"], s["snr"])):
+            ok = np.isfinite(y) & (y > 0) & finite_div
+            if ok.any():
+                mfc = "none" if sample else style["color"]
+                axes[r, c].plot(ks[ok], y[ok], ms=4, lw=1.4, mfc=mfc, **style)
+                anchors.setdefault((r, c), []).append((ks[ok][0], y[ok][0]))
+    return sample
+
+
+def _legend_entry(key, stats, style: dict, sample: bool, q_index: int) -> Line2D:
+    text = f"{label(key[0])} {key[1]}"
+    if _divergence_infinite(stats, q_index).all():
+        text += r" (divergence $\infty$ here: not drawn)"
+    elif sample:
+        text += r" (variance $\infty$: sample values, hollow)"
+    mfc = "none" if sample else style["color"]
+    return Line2D([], [], ms=4, mfc=mfc, label=text, **style)
+
+
+def _dress(axes, fields, anchors) -> None:
     for (r, c), ax in np.ndenumerate(axes):
         sym = PARAM_SYMBOLS.get(fields[r], fields[r])
         ax.set_xscale("log", base=2)
@@ -164,71 +133,46 @@ def estimator_comparison(
             what = "no exact gradient here" if c == 1 else "nothing finite to draw"
             ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center")
         _rate(ax, anchors.get((r, c), []), 0.5 if c == 2 else -1.0)
+
+
+def estimator_comparison(
+    grad_stats_by_estimator: Mapping[tuple[str, str], object], *, q_index: int = 0, axes=None
+):
+    r"""Gradient variance, MSE and SNR against ``K`` (log-log), one line per estimator.
+
+    Rows are ``q``'s parameters (a leaf with several elements: variances and
+    MSEs summed, SNR ``|mean| / sqrt(sum var)``); columns variance, MSE
+    against the estimator's estimand and SNR (Rainforth et al. 2018). Every
+    estimator has its own (colour, line style, marker) from
+    `divjax.plot.style.estimator_styles`, in the order of `divjax.REGISTRY`.
+    Where the variance is infinite the sample values are drawn with hollow
+    markers; where the divergence itself is infinite nothing is drawn (the
+    legend says so); ``"exact"`` is left out, and MSE where no exact gradient
+    exists. Sparse grey dots: the ``1/K`` (SNR: ``sqrt(K)``) rate.
+
+    Args:
+      grad_stats_by_estimator: ``{(divergence, estimator): GradStats}`` with a leading K axis.
+      q_index: which ``q`` when the statistics are for a batch of ``q``.
+      axes: a ``(parameters, 3)`` array of ``Axes``.
+    """
+    items = {k: v for k, v in grad_stats_by_estimator.items() if k[1] != "exact"}
+    styles = estimator_styles(items)  # registry order
+    first = next(iter(items.values()), None)
+    fields = first.variance._fields if first is not None else ("loc", "log_scale")
+    axes = _comparison_axes(fields, axes)
+    anchors, handles = {}, []
+    for key, style in styles.items():
+        sample = _draw_estimator(axes, fields, items[key], style, q_index, anchors)
+        handles.append(_legend_entry(key, items[key], style, sample, q_index))
+    _dress(axes, fields, anchors)
     rate = r"rate $1/K$ (SNR: $\sqrt{K}$)"
     handles.append(Line2D([], [], ls=RATE_STYLE, color="0.6", label=rate))
+    fig = axes.flat[0].figure
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     return fig
 
 
 # --- sweep_summary ----------------------------------------------------------------
-
-FENCE = 3.0  # values beyond FENCE interquartile ranges (at least MIN_SPAN) are clipped
-BAND = 0.2  # the band above the data holding the counts, as a fraction of the data's span
-
-
-def group_runs(runs) -> tuple[dict, dict]:
-    """``({(name, estimator, optimizer, alpha): runs by K}, {(name, optimizer, alpha): exact})``."""
-    groups, exact = {}, {}
-    for run in runs:
-        c = run.config
-        if c.estimator == "exact":
-            exact[(c.name, c.optimizer, c.alpha)] = float(as_float(run.status.final_value).flat[0])
-        else:
-            groups.setdefault((c.name, c.estimator, c.optimizer, c.alpha), []).append(run)
-    return {k: sorted(v, key=lambda r: r.config.num_samples) for k, v in groups.items()}, exact
-
-
-def finite_values(run) -> np.ndarray:
-    """The finite final values of the fits that did not diverge."""
-    v = as_float(run.status.final_value).reshape(-1)
-    ok = np.isfinite(v) & (as_float(run.status.diverged_at).reshape(-1) < 0)
-    return v[ok]
-
-
-def robust_range(values: np.ndarray, refs=()) -> tuple[float, float, bool]:
-    """``(lo, hi, log)``: the range shown (in log10 where ``log``); values beyond it are clipped.
-
-    Log scale when every value is positive and the middle 90% spans more than
-    two decades. Fences: ``FENCE`` interquartile ranges beyond the quartiles
-    (at least a quarter of the median, or half a decade); ``refs`` (the
-    optimum, the exact fit) are shown when inside the fences.
-    """
-    log = bool(values.min() > 0 and np.quantile(values, 0.95) > 100 * np.quantile(values, 0.05))
-    t = np.log10(values) if log else values
-    q1, med, q3 = np.quantile(t, [0.25, 0.5, 0.75])
-    reach = max(FENCE * (q3 - q1), 0.5 if log else 0.25 * abs(med), 1e-12)
-    lo_f, hi_f = q1 - reach, q3 + reach
-    inl = t[(t >= lo_f) & (t <= hi_f)]
-    lo, hi = float(inl.min()), float(inl.max())
-    for r in refs:
-        if np.isfinite(r) and (r > 0 or not log):
-            r = float(np.log10(r) if log else r)
-            if lo_f <= r <= hi_f:
-                lo, hi = min(lo, r), max(hi, r)
-    if hi - lo < 1e-12:
-        pad = 0.05 * max(abs(hi), 1.0)
-        lo, hi = lo - pad, hi + pad
-    return lo, hi, log
-
-
-def _empty_message(group) -> str:
-    div = np.concatenate([as_float(r.status.diverged_at).reshape(-1) >= 0 for r in group])
-    vals = np.concatenate([as_float(r.status.final_value).reshape(-1) for r in group])
-    if div.all():
-        return "every fit diverged"
-    if np.isnan(vals[~div]).all():
-        return "no exact divergence\nfor this target"
-    return "no fit ended with a\nfinite divergence"
 
 
 def _top(ax, group, rng, refs) -> None:
@@ -284,7 +228,7 @@ def _top(ax, group, rng, refs) -> None:
         ax.text(
             0.5,
             0.45,
-            _empty_message(group),
+            empty_message(group),
             transform=ax.transAxes,
             ha="center",
             va="center",

@@ -1,4 +1,7 @@
-"""Titles: what is minimized, and the exact divergence in both directions at ``q``."""
+"""The only evaluations the pictures make: densities on a grid, the exact divergence at ``q``.
+
+Both are jitted once per divergence, target kind and grid shape.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,18 @@ import numpy as np
 
 from divjax.divergences import exact_available, is_infinite, log1p_divergence
 from divjax.plot.style import OTHER_DIRECTION, format_value, label, seeking
+
+
+@functools.partial(jax.jit, static_argnames="normalized")
+def _log_density(dist, x, normalized):
+    return dist.log_prob(x) if normalized else dist.unnormalized_log_prob(x)
+
+
+def log_density(dist, x, *, normalized: bool = False) -> np.ndarray:
+    """``log p`` (``normalized``) or ``log p~`` of a bound target, ``log q`` of a family."""
+    normalized = normalized or hasattr(dist, "family")
+    x = jnp.asarray(x, jnp.result_type(float))
+    return np.asarray(_log_density(dist, x, normalized), np.float64)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha"))
