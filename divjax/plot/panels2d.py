@@ -33,7 +33,7 @@ def _box(means: np.ndarray, sds: np.ndarray, width: float) -> np.ndarray:
 def window2d(p, *qs, samples=None) -> tuple[tuple[float, float], tuple[float, float]]:
     """``((z1_lo, z1_hi), (z2_lo, z2_hi))`` covering ``p``, each ``q`` and the samples.
 
-    A mixture target's box (3 marginal sds around each component) grows for
+    A mixture target's box (3.5 marginal sds around each component) grows for
     ``q`` and the samples by at most its own size per side.
     """
     boxes = []
@@ -44,7 +44,7 @@ def window2d(p, *qs, samples=None) -> tuple[tuple[float, float], tuple[float, fl
         pts = as_float(samples).reshape(-1, 2)
         boxes.append(_box(pts[np.all(np.isfinite(pts), -1)], np.zeros(2), 0.0))
     if isinstance(p, GaussianMixture):
-        box = _box(as_float(p.locs), as_float(p.scales), 3.0)
+        box = _box(as_float(p.locs), as_float(p.scales), 3.5)
         size = box[1] - box[0]
         for b in boxes:
             box = np.stack(
@@ -103,11 +103,18 @@ def ellipse(mean, cov, *, num_sds: float = 2.0, **kw) -> Ellipse:
 
 
 def draw_optima(ax, optima) -> None:
-    """Each optimal ``q*`` as its 2-sd ellipse (dashed global, dotted local) and centre."""
+    """Each optimal ``q*`` as its 90%-mass ellipse (dashed global, dotted local) and centre.
+
+    The 90% ellipse is where ``q``'s middle contour lies once ``q`` is at ``q*``.
+    """
+    r90 = math.sqrt(-2.0 * math.log(1.0 - 0.9))
     for i in range(int(np.shape(optima.value)[0])):
         qi = row(optima.q, i)
         ls = "--" if i == 0 else ":"
-        ax.add_patch(ellipse(qi.mean(), qi.covariance(), ls=ls, ec=OPTIMUM, lw=1.8, zorder=4))
+        patch = ellipse(
+            qi.mean(), qi.covariance(), num_sds=r90, ls=ls, ec=OPTIMUM, lw=1.8, zorder=4
+        )
+        ax.add_patch(patch)
         ax.plot(
             *as_float(qi.mean()), "*" if i == 0 else "o", color=OPTIMUM, mec="k", ms=9, zorder=5
         )
@@ -139,8 +146,10 @@ def draw_samples(ax, aux, power: float):
         zorder=6,
     )
     symbol = r"$w^2$" if power == 2 else r"$w$"
-    cbar = ax.figure.colorbar(sc, ax=ax, shrink=0.7, aspect=25, pad=0.02)
+    cax = ax.inset_axes([1.03, 0.0, 0.04, 1.0])  # as tall as the (equal-aspect) axes
+    cbar = ax.figure.colorbar(sc, cax=cax)
     cbar.set_label(f"normalized weight of {symbol} (also size)", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
     return sc
 
 
@@ -166,7 +175,7 @@ def fit_panel2d(
         directions) at ``q`` where it is exact, and ``chi2_forward`` weights by ``w^2``.
       aux: one `divjax.SurrogateAux` at ``q``: its samples, area and colour by
         self-normalized weight, and the ESS in the title.
-      optima: `divjax.optimal_q`'s result: 2-sd ellipses, dashed global, dotted local.
+      optima: `divjax.optimal_q`'s result: 90%-mass ellipses, dashed global, dotted local.
       window: ``((lo, hi), (lo, hi))`` (default `window2d`).
       num: grid points per axis.
     """
