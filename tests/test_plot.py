@@ -247,6 +247,14 @@ def test_fit_panel2d_of_a_callable_target_and_a_mixture_q():
     assert len(contours[-1].levels) == len(plot.panels2d.MASSES)
 
 
+def test_the_1d_panels_point_2d_users_to_fit_panel2d(p2):
+    q = dj.DiagGaussian(jnp.zeros(2), jnp.zeros(2))
+    with pytest.raises(ValueError, match="fit_panel2d"):
+        plot.fit_panel(p2, q)
+    with pytest.raises(ValueError, match="fit_panel2d"):
+        plot.rug(dj.SurrogateAux(np.zeros((4, 2)), *([np.zeros(4)] * 2), 1.0, 1.0, q))
+
+
 def test_ellipse_has_the_covariances_axes():
     e = plot.ellipse([1.0, 2.0], np.diag([4.0, 1.0]), num_sds=1.0)
     assert e.center == (1.0, 2.0) and (e.width, e.height) == pytest.approx((4.0, 2.0))

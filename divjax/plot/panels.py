@@ -33,6 +33,12 @@ LOG_CAP = 700.0  # exp() stays inside float64
 WEIGHT_DECADES = 12.0  # the weights axis spans at most this many decades below its top
 
 
+def require_1d(q, what: str) -> None:
+    """`ValueError` unless ``q`` is a 1-D `divjax.Gaussian` (the 1-D panels' family)."""
+    if getattr(q, "event_shape", None) != ():
+        raise ValueError(f"{what} draws a 1-D Gaussian q; for d = 2 use divjax.plot.fit_panel2d")
+
+
 def x_grid(p, *qs, num: int = 400) -> np.ndarray:
     """Points covering a 1-D ``p`` (a mixture) and each ``q`` within reason, ``(num,)``."""
     spans = [
@@ -136,6 +142,7 @@ def fit_panel(
       title: replaces the first title line.
       ax: a matplotlib ``Axes``.
     """
+    require_1d(q, "fit_panel")
     fig, ax = new_axes(ax)
     x = x_grid(p, q) if x is None else np.asarray(x, np.float64)
     p_peak = draw_target(ax, p, x)
@@ -248,6 +255,7 @@ def weights_panel(
       ylim: the axis range of the weights (default: the samples and the curve
         where ``q`` has mass, at most 12 decades).
     """
+    require_1d(q, "weights_panel")
     fig, ax = new_axes(ax)
     power = weight_power(name)
     x = x_grid(p, q) if x is None else np.asarray(x, np.float64)
@@ -319,7 +327,7 @@ def rug(aux, *, x: np.ndarray | None = None, title: str | None = None, ax=None):
     grey where zero; tick height grows with ``|contribution|``.
     """
     if np.ndim(aux.samples) != 1:
-        raise ValueError("rug draws 1-D samples (a Gaussian q); use fit_panel2d in d = 2")
+        raise ValueError("rug draws the samples of a 1-D Gaussian q; for d = 2 use fit_panel2d")
     fig, ax = new_axes(ax, figsize=(6.0, 1.6))
     set_rug(rug_artists(ax), aux)
     xs = as_float(aux.samples)

@@ -9,6 +9,7 @@ estimator), with a leading ``K`` axis); `sweep_summary` draws the runs of
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -175,56 +176,69 @@ def estimator_comparison(
 # --- sweep_summary ----------------------------------------------------------------
 
 
-def _top(ax, group, rng, refs) -> None:
-    """Final divergences per K: boxes and points inside ``rng``, counts of the clipped ones."""
-    pos = np.arange(len(group))
-    lo, hi, log = rng
-    span = hi - lo
-    top = hi + BAND * span
-    data = [finite_values(r) for r in group]
+class _Axis(NamedTuple):
+    """A top panel's value range (log10 units where ``log``) with the band for the counts."""
+
+    lo: float
+    hi: float
+    log: bool
+
+    def y(self, t: float) -> float:
+        return 10.0**t if self.log else t
+
+    def inside(self, d: np.ndarray) -> np.ndarray:
+        return (d >= self.y(self.lo)) & (d <= self.y(self.hi))
+
+    def apply(self, ax) -> None:
+        span = self.hi - self.lo
+        if self.log:
+            ax.set_yscale("log")
+        ax.set_ylim(self.y(self.lo - 0.05 * span), self.y(self.hi + BAND * span))
+        ax.axhline(self.y(self.hi), color="0.6", lw=0.6, ls=":")
+
+
+def _boxes(ax, data, pos, rng: _Axis) -> None:
+    """Boxes of all finite values, whiskers cut where the axis' range ends."""
     shown = [i for i, d in enumerate(data) if d.size]
-    to_y = (lambda t: 10.0**t) if log else (lambda t: t)
-    if log:
-        ax.set_yscale("log")
-    ax.set_ylim(to_y(lo - 0.05 * span), to_y(top))
-    if shown:
-        box = ax.boxplot(
-            [data[i] for i in shown],
-            positions=pos[shown],
-            widths=0.55,
-            showfliers=False,
-            medianprops={"color": PURPLE},
-        )
-        for line in box["whiskers"] + box["caps"] + box["boxes"]:  # cut at the axis' top
-            line.set_ydata(np.clip(line.get_ydata(), to_y(lo - 0.05 * span), to_y(hi)))
+    box = ax.boxplot(
+        [data[i] for i in shown],
+        positions=pos[shown],
+        widths=0.55,
+        showfliers=False,
+        medianprops={"color": PURPLE},
+    )
+    lo = rng.y(rng.lo - 0.05 * (rng.hi - rng.lo))
+    for line in box["whiskers"] + box["caps"] + box["boxes"]:
+        line.set_ydata(np.clip(line.get_ydata(), lo, rng.y(rng.hi)))
+
+
+def _points_and_counts(ax, group, data, pos, rng: _Axis) -> None:
+    """Each fit's value (jittered) inside the range; above the range, ``▲n`` and ``∞n`` counts."""
     rand = np.random.default_rng(0)
-    for i, (run, d) in enumerate(zip(group, data)):
-        inside = d[(d >= to_y(lo)) & (d <= to_y(hi))]
-        ax.scatter(
-            pos[i] + rand.uniform(-0.18, 0.18, inside.size),
-            inside,
-            s=6,
-            color=PURPLE,
-            alpha=0.45,
-            lw=0,
-        )
-        n_above = int(np.sum(d > to_y(hi))) + int(np.sum(d < to_y(lo)))
-        n_bad = int(np.size(run.status.final_value)) - d.size
-        marks = ([f"▲{n_above}"] if n_above else []) + ([f"∞{n_bad}"] if n_bad else [])
+    count_y = rng.y(rng.hi + 0.6 * BAND * (rng.hi - rng.lo))
+    for x, run, d in zip(pos, group, data):
+        inside = d[rng.inside(d)]
+        jitter = rand.uniform(-0.18, 0.18, inside.size)
+        ax.scatter(x + jitter, inside, s=6, color=PURPLE, alpha=0.45, lw=0)
+        n_out, n_bad = int(np.sum(~rng.inside(d))), int(np.size(run.status.final_value)) - d.size
+        marks = ([f"▲{n_out}"] if n_out else []) + ([f"∞{n_bad}"] if n_bad else [])
         if marks:
-            ax.text(
-                pos[i],
-                to_y(hi + 0.6 * BAND * span),
-                " ".join(marks),
-                ha="center",
-                va="center",
-                fontsize=7,
-            )
-    ax.axhline(to_y(hi), color="0.6", lw=0.6, ls=":")
-    for value, style in zip(refs, ({"color": OPTIMUM, "ls": ":"}, {"color": "k", "ls": "--"})):
-        if np.isfinite(value) and to_y(lo) <= value <= to_y(hi):
-            ax.axhline(value, lw=1.0, **style)
-    if not shown:
+            ax.text(x, count_y, " ".join(marks), ha="center", va="center", fontsize=7)
+
+
+def _top(ax, group, rng: _Axis, refs) -> None:
+    """Final divergences per K: boxes and points inside ``rng``, counts of the others."""
+    pos = np.arange(len(group))
+    data = [finite_values(r) for r in group]
+    rng.apply(ax)
+    if any(d.size for d in data):
+        _boxes(ax, data, pos, rng)
+        _points_and_counts(ax, group, data, pos, rng)
+        for value, style in zip(refs, ({"color": OPTIMUM, "ls": ":"}, {"color": "k", "ls": "--"})):
+            if np.isfinite(value) and rng.inside(np.asarray(value)):
+                ax.axhline(value, lw=1.0, **style)
+    else:
+        _points_and_counts(ax, group, data, pos, rng)
         ax.text(
             0.5,
             0.45,
@@ -303,6 +317,18 @@ def _legend(fig, has_exact: bool, has_opt: bool) -> None:
     )
 
 
+def _shared_ranges(groups, exact, best) -> dict:
+    """``{(divergence, alpha): _Axis}``: one range for every panel of a divergence."""
+    ranges = {}
+    for name, alpha in {(k[0], k[3]) for k in groups}:
+        runs = [r for k, g in groups.items() if (k[0], k[3]) == (name, alpha) for r in g]
+        vals = np.concatenate([finite_values(r) for r in runs])
+        refs = [best.get(name, np.nan)]
+        refs += [v for k, v in exact.items() if (k[0], k[2]) == (name, alpha)]
+        ranges[(name, alpha)] = _Axis(*robust_range(vals, refs)) if vals.size else _Axis(0, 1, 0)
+    return ranges
+
+
 def sweep_summary(runs: Sequence, *, optima: Mapping | None = None, max_cols: int = 4, axes=None):
     r"""Per Monte Carlo configuration: the final divergence per ``K`` and how the fits ended.
 
@@ -323,17 +349,12 @@ def sweep_summary(runs: Sequence, *, optima: Mapping | None = None, max_cols: in
     groups, exact = group_runs(runs)
     axes, cols = _sweep_axes(len(groups), max_cols, axes)
     fig = axes.flat[0].figure
-    ranges = {}
-    for key in {k[0] for k in groups}:
-        vals = [finite_values(r) for k, g in groups.items() if k[0] == key for r in g]
-        vals = np.concatenate(vals) if vals else np.zeros(0)
-        opt = float(as_float(optima[key].value)[0]) if optima and key in optima else np.nan
-        refs = [opt] + [v for (n, _, _), v in exact.items() if n == key]
-        ranges[key] = robust_range(vals, refs) if vals.size else (0.0, 1.0, False)
+    best = {n: float(as_float(o.value)[0]) for n, o in (optima or {}).items()}
+    ranges = _shared_ranges(groups, exact, best)
     for j, ((name, est, opt, alpha), group) in enumerate(groups.items()):
         top, bottom = axes[2 * (j // cols), j % cols], axes[2 * (j // cols) + 1, j % cols]
-        best = float(as_float(optima[name].value)[0]) if optima and name in optima else np.nan
-        _top(top, group, ranges[name], (best, exact.get((name, opt, alpha), np.nan)))
+        refs = (best.get(name, np.nan), exact.get((name, opt, alpha), np.nan))
+        _top(top, group, ranges[(name, alpha)], refs)
         top.set_title(
             f"{label(name, alpha)}, {est}" + (f" [{opt}]" if opt != "sgd" else ""), fontsize=10
         )
