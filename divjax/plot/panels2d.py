@@ -179,6 +179,8 @@ def fit_panel2d(
       window: ``((lo, hi), (lo, hi))`` (default `window2d`).
       num: grid points per axis.
     """
+    if getattr(q, "event_shape", None) != (2,):
+        raise ValueError("fit_panel2d draws a q with event_shape (2,); for 1-D use fit_panel")
     fig, ax = new_axes(ax, figsize=(5.2, 4.4))
     if window is None:
         extra = () if optima is None else (optima.q,)
@@ -186,36 +188,51 @@ def fit_panel2d(
     z1, z2, pts = mesh(window, num)
     density_contours(ax, z1, z2, log_density(p, pts), filled=True, color=TARGET)
     density_contours(ax, z1, z2, log_density(q, pts), filled=False, color=PURPLE, lw=1.8)
+    if optima is not None:
+        draw_optima(ax, optima)
+    power = weight_power(name or "")
+    if aux is not None:
+        draw_samples(ax, aux, power)
+    head = title if title is not None else (_eval.head(name, alpha) if name else "fit")
+    lines = [head] + ([_eval.values_line(name, p, q, alpha)] if name else [])
+    lines += [] if aux is None else [_ess_line(aux, power)]
+    _frame(ax, window, "\n".join(lines), _handles(optima, aux))
+    return fig
+
+
+def _ess_line(aux, power: float) -> str:
+    k, ess = int(np.shape(aux.log_weights)[0]), float(aux.ess_sq if power == 2 else aux.ess)
+    return f"K = {k} samples, ESS{' of $w^2$' if power == 2 else ''} = {ess:.2f} / {k}"
+
+
+def _handles(optima, aux) -> list[Line2D]:
     handles = [
         Line2D([], [], color=TARGET, label=r"target $p$"),
         Line2D([], [], color=PURPLE, lw=1.8, label=r"fitted $q_\phi$"),
     ]
     if optima is not None:
-        draw_optima(ax, optima)
         handles.append(Line2D([], [], color=OPTIMUM, ls="--", label=r"optimal $q^*$ (global)"))
         if np.shape(optima.value)[0] > 1:
             handles.append(Line2D([], [], color=OPTIMUM, ls=":", label=r"optimal $q^*$ (local)"))
-    lines = [title if title is not None else (_eval.head(name, alpha) if name else "fit")]
-    if name is not None:
-        lines.append(_eval.values_line(name, p, q, alpha))
     if aux is not None:
-        power = weight_power(name or "")
-        draw_samples(ax, aux, power)
-        k, ess = int(np.shape(aux.log_weights)[0]), float(aux.ess_sq if power == 2 else aux.ess)
-        lines.append(f"K = {k} samples, ESS{' of $w^2$' if power == 2 else ''} = {ess:.2f} / {k}")
         handles.append(Line2D([], [], ls="", marker="o", mfc="0.6", mec="k", label="samples"))
+    return handles
+
+
+def _frame(ax, window, title: str, handles) -> None:
+    """Equal-aspect window, labels, title, and the legend below the axes."""
     ax.set_xlim(*window[0])
     ax.set_ylim(*window[1])
     ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
-    ax.set_title("\n".join(lines), fontsize=9)
+    ax.set_title(title, fontsize=9)
+    ncols = min(len(handles), 3)
     ax.legend(
         handles=handles,
         fontsize=7,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.2),
-        ncols=min(len(handles), 3),
+        ncols=ncols,
         frameon=False,
     )
-    return fig
