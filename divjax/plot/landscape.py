@@ -54,7 +54,7 @@ def draw_surface(ax, surface, param, alpha=None):
         zf = np.where(finite, z, 10 * abs(levels[-1]) + 1.0)  # top colour; hatched below
         cs = ax.contourf(gx, gy, zf, levels=levels, cmap="Greys", extend="max", alpha=0.8)
         ax.contour(gx, gy, zf, levels=levels, colors="0.35", linewidths=0.4)
-        cbar = ax.figure.colorbar(cs, ax=ax, shrink=0.9)
+        cbar = ax.figure.colorbar(cs, cax=ax.inset_axes([1.03, 0.0, 0.045, 1.0]))
         sym = label(surface.name, alpha)
         cbar.set_label(f"log(1 + {sym})" if surface.log else sym)
     else:
