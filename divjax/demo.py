@@ -244,10 +244,13 @@ def _optima(name, target, q0):
 
 
 def _figures(out, target, q0, runs, stats, optima, key, panel_samples) -> list[Path]:
-    from divjax.plot import figures  # presentation: imports matplotlib, lazily
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window
+    from divjax.plot import demo_figures  # presentation: imports matplotlib, lazily
 
     data = demo_data(target, q0, runs, stats, optima, key=key, panel_samples=panel_samples)
-    return figures.demo_figures(out, data)
+    return demo_figures(out, data)
 
 
 DEMO_ESTIMATORS = {"kl_forward": "snis", "kl_reverse": "reparam", "chi2_forward": "snis2", "chi2_reverse": "score_sn"}
@@ -256,7 +259,7 @@ DEMO_ESTIMATORS = {"kl_forward": "snis", "kl_reverse": "reparam", "chi2_forward"
 def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks=(4, 64),
               num_steps=300, num_frames=30, steps_per_frame=5):  # fmt: skip
     """Everything the demo's figures draw (`divjax.plot.figures.DemoData`), computed here."""
-    from divjax.plot.figures import DemoData
+    from divjax.plot import DemoData, Frames
 
     k_aux, k_paths, k_anim = jax.random.split(key, 3)
     names = list(dict.fromkeys(r.config.name for r in runs))
@@ -267,19 +270,19 @@ def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks
             mc.setdefault(c.name, c.estimator)
         elif c.name not in fitted:
             fitted[c.name] = jax.tree_util.tree_map(lambda a: a[0], run.q)
-            notes[c.name] = status.outcome_names(run.status).reshape(-1)[0]
-    paths, surfaces, auxes = {}, {}, {}
+            notes[c.name] = jax.tree_util.tree_map(lambda a: a.reshape(-1)[0], run.status).describe()
+    trajectories, surfaces, auxes = {}, {}, {}
     for i, n in enumerate(names):
         mc.setdefault(n, DEMO_ESTIMATORS.get(n, ESTIMATORS[n][-1]))
         key_n = jax.random.fold_in(k_paths, i)
         exact_path, exact_div = fit_paths(target, q0, n, "exact", num_steps=num_steps, key=key_n)
         label = "exact" + (f" (diverged at step {exact_div[0]})" if exact_div[0] >= 0 else "")
-        paths[n] = {label: exact_path}
+        trajectories[n] = {label: exact_path}
         for k in path_ks:
             path, _ = fit_paths(
                 target, q0, n, mc[n], num_samples=k, num_seeds=3, num_steps=num_steps, key=key_n
             )
-            paths[n][f"{mc[n]}, K = {k}"] = path
+            trajectories[n][f"{mc[n]}, K = {k}"] = path
         if n not in fitted:
             fitted[n] = jax.tree_util.tree_map(lambda a: a[0, -1], exact_path)
             notes[n] = f"{num_steps} exact steps"
@@ -287,23 +290,22 @@ def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks
             starts = [(float(q0.loc), float(q0.log_scale))]
             surfaces[n] = surface(n, target, *default_window(target, starts))
         auxes[n] = draw_aux(target, fitted[n], n, mc[n], panel_samples, jax.random.fold_in(k_aux, i))
-    anim_name = names[0]
-    frames_path, anim_div = fit_paths(
-        target, q0, anim_name, mc[anim_name], num_samples=16,
-        num_steps=num_frames * steps_per_frame, key=k_anim,
-    )  # fmt: skip
-    idx = np.minimum(np.arange(num_frames + 1) * steps_per_frame, num_frames * steps_per_frame)
-    frames = jax.tree_util.tree_map(lambda a: a[0, idx], frames_path)
-    frame_auxes = draw_aux(target, frames, anim_name, mc[anim_name], 16, k_anim)
+    anim = names[0]
+    total = num_frames * steps_per_frame
+    path, div = fit_paths(target, q0, anim, mc[anim], num_samples=16, num_steps=total, key=k_anim)
+    idx = np.arange(num_frames + 1) * steps_per_frame
+    qs = jax.tree_util.tree_map(lambda a: a[0, idx], path)
+    frames = Frames(anim, mc[anim], idx, qs, draw_aux(target, qs, anim, mc[anim], 16, k_anim),
+                    diverged_at=int(div[0]))  # fmt: skip
     return DemoData(
-        target=target, q0=q0, optima=optima, runs=list(runs), stats=stats, fitted=fitted,
-        notes=notes, mc=mc, surfaces=surfaces, paths=paths, auxes=auxes,
-        panel_samples=panel_samples, animation=(anim_name, mc[anim_name], 16, frames, frame_auxes,
-                                                idx, int(anim_div[0])),
+        target=target, q0=q0, optima=optima, runs=tuple(runs), grad_stats=stats, fitted=fitted,
+        notes=notes, estimators=mc, surfaces=surfaces, trajectories=trajectories, auxes=auxes,
+        frames=frames,
     )  # fmt: skip
 
 
 def timing_report(t: Timing) -> str:
+    """Where the demo's time went, one line."""
     other = t.total_s - t.compile_s - t.run_s - t.optima_s - t.grad_stats_s - t.figures_s
     return (
         f"time: {t.total_s:.1f} s = sweeps {t.compile_s:.1f} s compiling + {t.run_s:.1f} s running, "
@@ -312,4 +314,15 @@ def timing_report(t: Timing) -> str:
     )
 
 
-__all__ = ["DemoResult", "Row", "Timing", "format_table", "make_row", "run_demo", "write_tables"]
+__all__ = [
+    "DemoResult",
+    "Row",
+    "Timing",
+    "demo_data",
+    "fits_for",
+    "format_table",
+    "make_row",
+    "run_demo",
+    "timing_report",
+    "write_tables",
+]
