@@ -53,9 +53,10 @@ def register(cls):
     """Registers a NamedTuple class as a pytree whose rebuild skips input validation.
 
     Rebuilding (jit outputs, ``tree_map``, gradients, which may be ``inf`` or
-    negative) must not re-run the checks meant for user input.
+    negative) and unpickling must not re-run the checks meant for user input.
     """
     jax.tree_util.register_pytree_node(cls, lambda t: (tuple(t), None), lambda _, c: cls._make(c))
+    cls.__reduce__ = lambda self: (cls._make, (tuple(self),))  # unpickling skips validation too
     return cls
 
 
