@@ -276,6 +276,7 @@ def fitter(
     return Fitter(init, step, current_q)
 
 
+@jax.jit
 def judge(
     state: FitState,
     target,
@@ -299,6 +300,10 @@ def judge(
         final_value=final_value,
         drift=drift,
     )
+
+
+# Jitted: evaluated eagerly, a quadrature compiles every primitive on its own (seconds).
+_final_value = jax.jit(divergence, static_argnames=("name", "alpha"))
 
 
 def default_optima(name, target, q0, alpha=None, fixed_log_scale=None) -> Optima | None:
@@ -416,7 +421,7 @@ def fit(
     )
     q = f.q(state)
     dtype = jax.tree_util.tree_leaves(q0)[0].dtype
-    final = divergence(name, target, q, alpha=alpha) if exact else jnp.asarray(jnp.nan, dtype)
+    final = _final_value(name, target, q, alpha=alpha) if exact else jnp.asarray(jnp.nan, dtype)
     result_status = judge(
         state, target, optima, final_value=final, tol=tol, move_tol=move_tol
     )

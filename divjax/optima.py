@@ -257,11 +257,15 @@ def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
         raise RuntimeError(f"optimal_q({name!r}): no start converged to a verified minimum")
     thetas = jnp.asarray(np.stack([theta for _, theta in found]), dtype)
     q = jax.vmap(lambda t: to_q(t, dim, family, fixed))(thetas)
-    if name == "kl_forward" and dim > 2:
-        value = jax.vmap(lambda qq: cross_entropy(p, qq))(q)
-    else:
-        value = jax.vmap(lambda qq: divergences.divergence(name, p, qq, alpha=alpha))(q)
-    return Optima(q=q, value=value)
+    return Optima(q=q, value=_values(p, q, name=name, alpha=alpha))
+
+
+@functools.partial(jax.jit, static_argnames=("name", "alpha"))
+def _values(p, q, *, name, alpha):
+    """The divergence at every row of ``q`` (jitted: eager quadrature compiles op by op)."""
+    if name == "kl_forward" and p.dim > 2:  # up to the q-independent E_p[log p]
+        return jax.vmap(lambda qq: cross_entropy(p, qq))(q)
+    return jax.vmap(lambda qq: divergences.divergence(name, p, qq, alpha=alpha))(q)
 
 
 def classify(q, optima: Optima | None, tol: float = 0.2) -> jax.Array:
