@@ -96,9 +96,10 @@ class _Family:
 
 
 def _finite_float(x, name: str) -> jax.Array:
-    arr = _checks.as_float_array(x, name)
+    # Checked as numpy before the conversion: under jit, jnp.asarray of a constant is a tracer.
+    arr = _checks.numeric(x, name)
     _checks.check_finite(arr, name)
-    return arr
+    return jnp.asarray(arr, dtype=jnp.result_type(float))
 
 
 class _GaussianParams(NamedTuple):
