@@ -109,7 +109,7 @@ class GaussianMixture(_MixtureParams):
 
     def __new__(cls, weights, locs, scales=None, *, covs=None):
         if not _checks.is_concrete(weights, locs, *(a for a in (scales, covs) if a is not None)):
-            return super().__new__(cls, *_traced(jnp.log(weights), locs, scales, covs))
+            return super().__new__(cls, *_traced(jnp.log(jnp.asarray(weights)), locs, scales, covs))
         w = np.atleast_1d(_checks.numeric(weights, "weights"))
         if w.ndim != 1 or w.size == 0:
             raise ValueError(f"weights must be (M,) with at least one component, got {w.shape}")
