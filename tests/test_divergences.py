@@ -19,22 +19,11 @@ import pytest
 from scipy import integrate, stats
 
 import divjax as dj
-from tests import reference
+from tests import _shared, reference
 
 MAIN = dj.DIVERGENCES
-ALPHA = [
-    ("renyi_reverse", 0.5),
-    ("renyi_reverse", 1.5),
-    ("renyi_reverse", 3.0),
-    ("renyi_forward", 0.5),
-    ("renyi_forward", 2.5),
-    ("amari", -0.5),
-    ("amari", 0.3),
-    ("amari", 1.7),
-    ("hellinger", None),
-    ("jensen_shannon", None),
-]
-CASES = [(n, None) for n in MAIN] + ALPHA
+ALPHA = list(_shared.ALPHA)
+CASES = list(_shared.CASES)
 # Gradients of one order per kind of power (a < 0, 0 < a < 1, a > 1) and scaling.
 GRAD_CASES = [(n, None) for n in MAIN] + [
     ("renyi_reverse", 0.5),
@@ -44,17 +33,9 @@ GRAD_CASES = [(n, None) for n in MAIN] + [
     ("hellinger", None),
     ("jensen_shannon", None),
 ]
-P1 = ([0.3, 0.7], [-2.0, 3.0], [0.5, 1.0])  # the default target
-
-
-def _key(case):
-    return f"{case[0]}:{case[1]}"
-
-
-def _q1(pairs):
-    """A batch of 1-D Gaussians from (loc, scale) pairs."""
-    locs, scales = zip(*pairs)
-    return dj.Gaussian(jnp.asarray(locs, float), jnp.log(jnp.asarray(scales, float)))
+P1 = _shared.P1
+_key = _shared.key_of
+_q1 = _shared.gaussians
 
 
 def _ref(case, p, loc, scale):
@@ -132,46 +113,7 @@ def _close(value, ref, rtol, floor=1e-4):
     return abs(value - ref) <= rtol * max(abs(ref), floor)
 
 
-# --- the one-dimensional programs ----------------------------------------------
-
-
-@jax.jit
-def _values(p, qs):
-    return jax.vmap(lambda q: {_key(c): dj.divergence(c[0], p, q, alpha=c[1]) for c in CASES})(qs)
-
-
-@jax.jit
-def _grads(p, qs):
-    def one(q):
-        return {
-            _key((n, None)): dict(
-                value=dj.divergence(n, p, q),
-                log1p=dj.log1p_divergence(n, p, q),
-                exact=jnp.stack(dj.exact_grad(n, p, q)),
-                auto=jnp.stack(dj.autodiff_grad(n, p, q)),
-                infinite=dj.is_infinite(n, p, q),
-            )
-            for n in MAIN
-        }
-
-    return jax.vmap(one)(qs)
-
-
-@jax.jit
-def _alpha_grads(p, qs):
-    """The alpha family's gradients (there exact_grad is autodiff_grad: one code path)."""
-
-    def one(q):
-        return {
-            _key(c): dict(
-                value=dj.divergence(c[0], p, q, alpha=c[1]),
-                exact=jnp.stack(dj.exact_grad(c[0], p, q, alpha=c[1])),
-                infinite=dj.is_infinite(c[0], p, q, alpha=c[1]),
-            )
-            for c in GRAD_CASES[len(MAIN) :]
-        }
-
-    return jax.vmap(one)(qs)
+# --- the one-dimensional programs (`tests._shared.exact_1d`) ------------------------------
 
 
 DEFAULT_QS = [(0.0, 5.0**0.5), (1.0, 1.2), (3.0, 1.0), (-2.0, 0.6), (20.0, 3.0), (-9.0, 0.8)]
@@ -198,54 +140,39 @@ def _stencil(loc, scale):
 
 
 def _layout():
-    """The q batches of the 1-D programs, as named (loc, scale) groups."""
-    values = dict(
+    """The q's of the 1-D tests, as named (loc, scale) groups."""
+    return dict(
         default=DEFAULT_QS,
         stencil=[(lc, math.exp(ls)) for q in FD_QS for lc, ls in _stencil(*q)],
         region=[(0.5, s) for _, s, _ in INF_REGION],
-    )
-    grads = dict(
         fd=FD_QS,
         moments=[(1.5, 6.025**0.5)],
         boundary=[
             (1.0, math.sqrt(v * f)) for _, v, side in BOUNDARY for f in (1.0, side, 2 - side)
         ],
     )
-    alpha_grads = dict(fd=FD_QS[:1], region=values["region"])
-    return dict(values=(values, _values), grads=(grads, _grads), alpha=(alpha_grads, _alpha_grads))
 
 
-def _run(p, which=("values", "grads")):
-    """The 1-D programs on ``p()`` (float64): ``{program: {group: results}}``."""
-    layout = _layout()
-    out = {}
-    with jax.enable_x64(True):
-        for program in which:
-            groups, fn = layout[program]
-            flat = [q for g in groups.values() for q in g]
-            res = jax.tree_util.tree_map(np.asarray, fn(p(), _q1(flat)))
-            split, start = {}, 0
-            for name, g in groups.items():
-                split[name] = jax.tree_util.tree_map(lambda a, s=start, n=len(g): a[s : s + n], res)
-                start += len(g)
-            out[program] = split
-    return out
+def _run(p):
+    """`_shared.exact_1d` on ``p`` at every group: ``{group: {case: {quantity: array}}}``."""
+    groups = _layout()
+    res = _shared.exact_1d(p, [q for g in groups.values() for q in g])
+    split, start = {}, 0
+    for name, g in groups.items():
+        end = start + len(g)
+        split[name] = jax.tree_util.tree_map(lambda a, s=start, e=end: a[s:e], res)
+        start = end
+    return split
 
 
 @pytest.fixture(scope="module")
 def default():
-    out = _run(dj.default_target)
-    return out["values"], out["grads"]
-
-
-@pytest.fixture(scope="module")
-def alpha_grads():
-    return _run(dj.default_target, ("alpha",))["alpha"]
+    return _run(dj.default_target)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_key)
 def test_values_default_scenario_vs_scipy(default, case):
-    values = default[0]["default"][_key(case)]
+    values = default["default"][_key(case)]["value"]
     qs = DEFAULT_QS if case[0] in MAIN else DEFAULT_QS[:4]  # the alpha family: the near q's
     for (loc, scale), v in zip(qs, values):
         ref = _ref(case, P1, loc, scale)
@@ -266,29 +193,31 @@ def _check_fd(stencil_values, value, grad, case):
 
 @pytest.mark.parametrize("name", MAIN)
 def test_exact_grad_vs_finite_differences(default, name):
-    values, grads = default[0]["stencil"][_key((name, None))], default[1]["fd"][_key((name, None))]
+    values, grads = (
+        default["stencil"][_key((name, None))]["value"],
+        default["fd"][_key((name, None))],
+    )
     for i in range(len(FD_QS)):
         _check_fd(values[4 * i : 4 * i + 4], grads["value"][i], grads["exact"][i], (name, None))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", GRAD_CASES[len(MAIN) :], ids=_key)
-def test_alpha_grad_vs_finite_differences(default, alpha_grads, case):
-    r = alpha_grads["fd"][_key(case)]
-    _check_fd(default[0]["stencil"][_key(case)][:4], r["value"][0], r["exact"][0], case)
+def test_alpha_grad_vs_finite_differences(default, case):
+    r = default["fd"][_key(case)]
+    _check_fd(default["stencil"][_key(case)]["value"][:4], r["value"][0], r["exact"][0], case)
 
 
 @pytest.mark.parametrize("name", MAIN)
 def test_hand_derived_gradients_match_autodiff(default, name):
     """exact_grad's 1-D formulas (`divjax.gradients_1d`) against jax.grad of the value."""
-    g = default[1]
+    g = default
     for group in ("fd", "moments"):
         exact, auto = g[group][_key((name, None))]["exact"], g[group][_key((name, None))]["auto"]
         np.testing.assert_allclose(exact, auto, rtol=1e-8, atol=1e-10)
 
 
 def test_kl_forward_gradient_is_zero_at_moment_matching(default):
-    g = default[1]["moments"][_key(("kl_forward", None))]["exact"][0]
+    g = default["moments"][_key(("kl_forward", None))]["exact"][0]
     assert np.all(np.abs(g) < 1e-12)
     p = dj.default_target()
     assert float(p.mean()) == pytest.approx(1.5) and float(p.variance()) == pytest.approx(6.025)
@@ -297,9 +226,11 @@ def test_kl_forward_gradient_is_zero_at_moment_matching(default):
 @pytest.mark.parametrize("name, var, side", BOUNDARY)
 def test_chi2_boundaries(default, name, var, side):
     """Target's widest component has s^2 = 1: the boundary is at sigma^2 = 1/2 (forward), 2."""
-    g = default[1]["boundary"][_key((name, None))]
+    g = default["boundary"][_key((name, None))]
     rows = slice(0, 3) if name == "chi2_forward" else slice(3, 6)
-    at, inf_side, fin_side = (jax.tree_util.tree_map(lambda a, i=i: a[rows][i], g) for i in range(3))
+    at, inf_side, fin_side = (
+        jax.tree_util.tree_map(lambda a, i=i: a[rows][i], g) for i in range(3)
+    )
     assert np.isposinf(inf_side["value"]) and np.isposinf(inf_side["log1p"])
     assert inf_side["infinite"]
     assert np.all(np.isposinf(inf_side["exact"])) and np.all(np.isposinf(inf_side["auto"]))
@@ -318,7 +249,7 @@ def test_chi2_boundaries(default, name, var, side):
 @pytest.mark.parametrize("case, scale, infinite", INF_REGION)
 def test_alpha_infinite_regions(default, case, scale, infinite):
     i = INF_REGION.index((case, scale, infinite))
-    value = default[0]["region"][_key(case)][i]
+    value = default["region"][_key(case)]["value"][i]
     if infinite:
         assert np.isposinf(value)
     else:
@@ -326,43 +257,39 @@ def test_alpha_infinite_regions(default, case, scale, infinite):
         assert value == pytest.approx(_ref(case, P1, 0.5, scale), rel=1e-6)
 
 
-@pytest.mark.slow
-def test_alpha_gradients_are_inf_exactly_where_the_divergence_is(default, alpha_grads):
+def test_alpha_gradients_are_inf_exactly_where_the_divergence_is(default):
     for i, (case, _, infinite) in enumerate(INF_REGION):
-        if case not in GRAD_CASES:
-            continue
-        r = jax.tree_util.tree_map(lambda a, i=i: a[i], alpha_grads["region"][_key(case)])
-        assert bool(r["infinite"]) == infinite and r["value"] == default[0]["region"][_key(case)][i]
+        r = jax.tree_util.tree_map(lambda a, i=i: a[i], default["region"][_key(case)])
+        assert bool(r["infinite"]) == infinite
         assert np.all(np.isposinf(r["exact"])) if infinite else np.all(np.isfinite(r["exact"]))
 
 
 def test_log1p_is_log_of_one_plus_the_value(default):
-    for group in default[1].values():
-        for r in group.values():
+    for group in default.values():
+        for r in (group[_key((n, None))] for n in MAIN):
             finite = np.isfinite(r["value"])
             np.testing.assert_allclose(r["log1p"][finite], np.log1p(r["value"][finite]), rtol=1e-10)
 
 
 def test_unnormalized_weights_give_the_same_divergences(default):
-    scaled = _run(lambda: dj.GaussianMixture(np.asarray(P1[0]) * 1e6, P1[1], P1[2]), ("values",))
-    for group in ("default", "stencil"):
-        for key, v in scaled["values"][group].items():
-            np.testing.assert_allclose(v, default[0][group][key], rtol=1e-12, err_msg=key)
+    scaled = _run(lambda: dj.GaussianMixture(np.asarray(P1[0]) * 1e6, P1[1], P1[2]))
+    for group in ("default", "fd"):
+        for key, r in scaled[group].items():
+            np.testing.assert_allclose(r["value"], default[group][key]["value"], rtol=1e-12)
+            np.testing.assert_allclose(r["exact"], default[group][key]["exact"], rtol=1e-9)
 
 
 def test_far_apart_narrow_modes_give_no_nan():
     out = _run(lambda: dj.GaussianMixture([1.0, 1.0], [-30.0, 30.0], [0.05, 0.05]))
-    for res in out.values():
-        for group in res.values():
-            for key, leaf in jax.tree_util.tree_leaves_with_path(group):
-                assert not np.any(np.isnan(leaf)), key
+    for key, leaf in jax.tree_util.tree_leaves_with_path(out):
+        assert not np.any(np.isnan(leaf)), key
 
 
 def test_default_q0_has_an_infinite_reverse_chi2(default):
-    at_q0 = default[0]["default"]
-    assert np.isposinf(at_q0[_key(("chi2_reverse", None))][0])
+    at_q0 = default["default"]
+    assert np.isposinf(at_q0[_key(("chi2_reverse", None))]["value"][0])
     for name in ("kl_forward", "kl_reverse", "chi2_forward"):
-        assert np.isfinite(at_q0[_key((name, None))][0])
+        assert np.isfinite(at_q0[_key((name, None))]["value"][0])
 
 
 # --- limits and special orders -------------------------------------------------------
@@ -407,12 +334,16 @@ def test_limits_match_kl_and_chi2(x64):
         np.testing.assert_allclose(v[_key(("renyi_reverse", a1))], kl_r, rtol=1e-5)
         np.testing.assert_allclose(v[_key(("renyi_forward", a1))], kl_f, rtol=1e-5)
         np.testing.assert_allclose(v[_key(("amari", a1))], kl_f, rtol=1e-5)
-        np.testing.assert_allclose(v[_key(("amari", EPS if sign == "+" else -EPS))], kl_r, rtol=1e-5)
+        np.testing.assert_allclose(
+            v[_key(("amari", EPS if sign == "+" else -EPS))], kl_r, rtol=1e-5
+        )
     np.testing.assert_allclose(v[_key(("renyi_reverse", 2.0))], np.log1p(c_r), rtol=1e-10)
     np.testing.assert_allclose(v[_key(("renyi_forward", 2.0))], np.log1p(c_f), rtol=1e-10)
     np.testing.assert_allclose(v[_key(("amari", 2.0))], c_f / 2, rtol=1e-10)
     np.testing.assert_allclose(v[_key(("amari", -1.0))], c_r / 2, rtol=1e-10)
-    np.testing.assert_allclose(v[_key(("hellinger", None))], v[_key(("amari", 0.5))] / 4, rtol=1e-12)
+    np.testing.assert_allclose(
+        v[_key(("hellinger", None))], v[_key(("amari", 0.5))] / 4, rtol=1e-12
+    )
     # The exact orders dispatch to the KLs.
     assert float(v[_key(("renyi_reverse", 1.0))]) == kl_r
     assert float(v[_key(("renyi_forward", 1.0))]) == kl_f
@@ -539,7 +470,7 @@ def _main(p, q):
 def test_float32_close_to_float64_and_unbatched_equals_batched(default):
     p, q = dj.default_target(), dj.Gaussian.from_loc_scale(1.0, 1.2)
     out = _main(p, q)
-    g64 = default[1]["fd"]
+    g64 = default["fd"]
     for name, (v, g) in out.items():
         assert v.dtype == jnp.float32 and g.dtype == jnp.float32
         ref = g64[_key((name, None))]
@@ -588,7 +519,10 @@ def test_beyond_the_float_range_is_inf_and_says_so():
         (dict(name="kl_forward", alpha=0.5), "kl_forward takes no alpha"),
         (dict(p=lambda x: x), "no exact kl_forward for a function target"),
         (dict(p=dj.LogDensity(lambda x: -(x**2))), "no exact kl_forward for a LogDensity target"),
-        (dict(q=dj.MixtureGaussian([0.0, 0.0], [[0.0], [1.0]], [[0.0], [0.0]])), "MixtureGaussian q"),
+        (
+            dict(q=dj.MixtureGaussian([0.0, 0.0], [[0.0], [1.0]], [[0.0], [0.0]])),
+            "MixtureGaussian q",
+        ),
         (dict(q=dj.DiagGaussian([0.0], [0.0])), r"event_shape \(\) does not match q's \(1,\)"),
         (
             dict(
@@ -912,7 +846,9 @@ def test_chi2_forward_and_kl_forward_gradient_in_any_d_vs_monte_carlo(x64):
     ps, qs = {}, {}
     for d in (3, 5):
         rng = np.random.default_rng(d)
-        ps[d] = dj.GaussianMixture([1.0, 2.0], rng.normal(size=(2, d)), rng.uniform(0.5, 1.0, (2, d)))
+        ps[d] = dj.GaussianMixture(
+            [1.0, 2.0], rng.normal(size=(2, d)), rng.uniform(0.5, 1.0, (2, d))
+        )
     qs[3] = dj.FullRankGaussian.from_cov(np.zeros(3), 2.25 * np.eye(3) + 0.1)
     qs[5] = dj.DiagGaussian(jnp.zeros(5), jnp.log(1.5 * jnp.ones(5)))
     out = _high_d(ps[3], qs[3], ps[5], qs[5], jax.random.key(3))
