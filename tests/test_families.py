@@ -19,7 +19,9 @@ from divjax.families import check_family, mean_and_log_sd
 KEY = jax.random.key(5)
 CHOL = np.array([[0.2, 0.0], [0.7, -0.3]])  # L = [[e^0.2, 0], [0.7, e^-0.3]]
 L = np.tril(CHOL, -1) + np.diag(np.exp(np.diag(CHOL)))
-MIX = dict(logits=[0.3, -0.4], locs=[[-1.0, 0.5], [2.0, 0.0]], log_scales=[[0.1, -0.2], [-0.5, 0.3]])
+MIX = dict(
+    logits=[0.3, -0.4], locs=[[-1.0, 0.5], [2.0, 0.0]], log_scales=[[0.1, -0.2], [-0.5, 0.3]]
+)
 
 
 def _families(**replace):
@@ -122,7 +124,9 @@ def test_moments_entropy_and_mvn_views_in_closed_form(x64):
     w = np.exp(MIX["logits"]) / np.sum(np.exp(MIX["logits"]))
     locs, var = np.asarray(MIX["locs"]), np.exp(2 * np.asarray(MIX["log_scales"]))
     mean = w @ locs
-    cov = sum(wk * (np.diag(vk) + np.outer(mk - mean, mk - mean)) for wk, mk, vk in zip(w, locs, var))
+    cov = sum(
+        wk * (np.diag(vk) + np.outer(mk - mean, mk - mean)) for wk, mk, vk in zip(w, locs, var)
+    )
     np.testing.assert_allclose(m["probs"], w, rtol=1e-12)
     np.testing.assert_allclose(m["mean"], mean, rtol=1e-12)
     np.testing.assert_allclose(m["cov"], cov, rtol=1e-12)

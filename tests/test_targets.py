@@ -82,7 +82,9 @@ def test_densities_gradients_and_moments_vs_scipy_and_numpy(x64):
         if kind == "1d":
             mean = w @ m
             var = w @ (np.square(S1) + (m - mean) ** 2)
-            np.testing.assert_allclose([r["mean"], r["cov"], r["var"]], [mean, var, var], rtol=1e-13)
+            np.testing.assert_allclose(
+                [r["mean"], r["cov"], r["var"]], [mean, var, var], rtol=1e-13
+            )
             continue
         covs = np.asarray(p.covs)
         mean = w @ m
@@ -129,7 +131,11 @@ def test_sample_moments_within_5_standard_errors():
         outer = (x - mean)[:, :, None] * (x - mean)[:, None, :]
         se = outer.std(0, ddof=1) / math.sqrt(n)
         assert np.all(np.abs(outer.mean(0) - cov) < 5 * se), kind
-    assert jax.eval_shape(lambda: ps["covs"].sample(seed=KEY, sample_shape=(3, 4))).shape == (3, 4, 2)
+    assert jax.eval_shape(lambda: ps["covs"].sample(seed=KEY, sample_shape=(3, 4))).shape == (
+        3,
+        4,
+        2,
+    )
     assert jax.eval_shape(lambda: ps["1d"].sample(KEY, 5)).shape == (5,)
 
 
@@ -250,7 +256,9 @@ def test_log_density_per_point_and_batched_conventions_agree():
     per_point = dj.LogDensity(banana).bind((2,))
     batched = dj.LogDensity(banana_batched, batched=True).bind((2,))
     x = jax.random.normal(KEY, (3, 5, 2))
-    a, b = jax.jit(lambda x: (per_point.unnormalized_log_prob(x), batched.unnormalized_log_prob(x)))(x)
+    a, b = jax.jit(
+        lambda x: (per_point.unnormalized_log_prob(x), batched.unnormalized_log_prob(x))
+    )(x)
     assert a.shape == b.shape == (3, 5)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(a[0, 0], banana(x[0, 0]), rtol=1e-6)
@@ -313,7 +321,7 @@ def test_log_density_pytree_and_validation():
     with pytest.raises(ValueError, match=r"event_shape must be \(\) or \(d,\)"):
         dj.LogDensity(banana, (2, 2))
     with pytest.raises(ValueError, match="not known yet"):
-        dj.LogDensity(banana).dim
+        _ = dj.LogDensity(banana).dim
     with pytest.raises(ValueError, match="not known yet"):
         dj.LogDensity(banana).unnormalized_log_prob(jnp.zeros(2))
     with pytest.raises(ValueError, match="unnormalized: log_prob is unknown"):
@@ -354,7 +362,9 @@ def test_check_pair_names_the_mismatch():
     check_pair(p1, q1)
     check_pair(p2, q2)
     check_pair(dj.LogDensity(banana), q2)  # shape taken from q
-    with pytest.raises(ValueError, match=r"1-D target \(event_shape \(\)\) needs a divjax.Gaussian"):
+    with pytest.raises(
+        ValueError, match=r"1-D target \(event_shape \(\)\) needs a divjax.Gaussian"
+    ):
         check_pair(p1, q2)
     with pytest.raises(ValueError, match="d = 2 target needs a DiagGaussian, FullRankGaussian"):
         check_pair(p2, q1)
