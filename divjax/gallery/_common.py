@@ -141,9 +141,7 @@ def gradient_draws(
     at the fixed ``q``.
     """
     plan = dict(plan)
-    combos = tuple(
-        (e, int(k)) for e, ks in plan.items() for k in ks if k >= min_samples(e, name)
-    )
+    combos = tuple((e, int(k)) for e, ks in plan.items() for k in ks if k >= min_samples(e, name))
     batched = jnp.ndim(q.loc) > 0 if q.event_shape == () else jnp.ndim(q.loc) > 1
 
     def build():
@@ -166,7 +164,8 @@ def gradient_draws(
         if len(_DRAWS) >= 4:
             _DRAWS.pop(next(iter(_DRAWS)))
         _DRAWS[memo] = {
-            c: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), o) for c, o in zip(combos, out)
+            c: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), o)
+            for c, o in zip(combos, out)
         }
     return _DRAWS[memo]
 
@@ -187,7 +186,7 @@ def snr_curve(draws: dict, estimator: str, ks) -> tuple[np.ndarray, np.ndarray]:
 
 
 def inverse_k_fit(ks, y, se, order: int = 1):
-    r"""``y ~ a + b / K (+ c / K^2)``: ``(a, SE of a)`` by weighted least squares (Birge-inflated)."""
+    r"""``y ~ a + b / K (+ c / K^2)``: ``(a, SE of a)``, weighted least squares (Birge-inflated)."""
     ks, y, se = (np.asarray(v, np.float64) for v in (ks, y, se))
     a = np.stack([ks ** (-float(j)) for j in range(order + 1)], 1)
     w = 1.0 / se**2
@@ -218,7 +217,12 @@ def jackknife(stat: Callable[[np.ndarray], np.ndarray], x: np.ndarray, groups: i
     x = x[:n]
     full = stat(x)
     parts = x.reshape((groups, n // groups) + x.shape[1:])
-    loo = np.stack([stat(np.concatenate([parts[:g], parts[g + 1 :]]).reshape((-1,) + x.shape[1:])) for g in range(groups)])
+    loo = np.stack(
+        [
+            stat(np.concatenate([parts[:g], parts[g + 1 :]]).reshape((-1,) + x.shape[1:]))
+            for g in range(groups)
+        ]
+    )
     se = np.sqrt((groups - 1) / groups * np.sum((loo - loo.mean(0)) ** 2, axis=0))
     return full, se
 
@@ -273,20 +277,21 @@ def within(value, claimed, se, z: float = Z) -> bool:
 
 
 def slope_ok(fit: Slope, claimed: float, z: float = Z, tol: float = SLOPE_TOL) -> bool:
-    """``|slope - claimed| <= z SE + tol`` (``tol``: pre-asymptotic curvature of an asymptotic law)."""
+    """``|slope - claimed| <= z SE + tol`` (``tol``: pre-asymptotic curvature)."""
     return abs(fit.slope - claimed) <= z * fit.se + tol
 
 
-def slope_check(what: str, fit: Slope, claimed: float, z: float = Z, tol: float = SLOPE_TOL) -> Check:
+def slope_check(
+    what: str, fit: Slope, claimed: float, z: float = Z, tol: float = SLOPE_TOL
+) -> Check:
     """Checks an exponent (within ``z`` SE + ``tol``)."""
-    detail = (
-        f"slope {fit.slope:+.3f} ± {fit.se:.3f} vs {claimed:+.2f} "
-        f"(allowed {z:g} SE + {tol:g})"
-    )
+    detail = f"slope {fit.slope:+.3f} ± {fit.se:.3f} vs {claimed:+.2f} (allowed {z:g} SE + {tol:g})"
     return Check(what, slope_ok(fit, claimed, z, tol), detail)
 
 
-def rejects(what: str, fit: Slope, wrong: Sequence[float], z: float = Z, tol: float = SLOPE_TOL) -> Check:
+def rejects(
+    what: str, fit: Slope, wrong: Sequence[float], z: float = Z, tol: float = SLOPE_TOL
+) -> Check:
     """Checks that every exponent in ``wrong`` is rejected (so the slope check could fail)."""
     ok = all(not slope_ok(fit, w, z, tol) for w in wrong)
     detail = ", ".join(f"{w:+g}: {fit.z(w):.0f} SE away" for w in wrong)

@@ -28,9 +28,12 @@ STATEMENT = (
 )
 SIZES = {
     "quick": dict(grid_alphas=(0.5,), grid_num=61, optima_alphas=()),
-    "full": dict(grid_alphas=(0.2, 0.5, 0.9), grid_num=101,
-                 optima_alphas=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0)),
-}  # fmt: skip
+    "full": dict(
+        grid_alphas=(0.2, 0.5, 0.9),
+        grid_num=101,
+        optima_alphas=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0),
+    ),
+}
 SMALL = (1e-2, 1e-3)  # alpha -> 0 and 1 - alpha -> 0 steps of the limit checks
 Q_SET = ((0.0, 5.0), (3.0, 1.0), (-2.0, 0.25), (1.5, 6.025), (1.0, 2.0))  # (mean, variance)
 BARRIER = 2e-3  # a rise below this along a segment is grid noise, not a barrier
@@ -38,12 +41,25 @@ WINDOW = ((-4.0, 6.0), (-1.5, 1.5))  # the grid search's (loc, log sigma) window
 
 
 def limits(p, q):
-    """``(D_a/a for a in SMALL, KL(p||q), D_(1-e) and D_(1+e) for e in SMALL, KL(q||p))`` at a batch of q."""
+    """``(D_a / a, KL(p||q), D_(1 -+ e), KL(q||p))`` for ``a, e`` in `SMALL`, at a batch of q."""
 
     def one(q_):
-        small = jnp.stack([divergences.divergence("renyi_reverse", p, q_, alpha=a) / a for a in SMALL])
-        near1 = jnp.stack([divergences.divergence("renyi_reverse", p, q_, alpha=1.0 + s * e) for e in SMALL for s in (-1, 1)])
-        return small, divergences.divergence("kl_forward", p, q_), near1, divergences.divergence("kl_reverse", p, q_)
+        small = jnp.stack(
+            [divergences.divergence("renyi_reverse", p, q_, alpha=a) / a for a in SMALL]
+        )
+        near1 = jnp.stack(
+            [
+                divergences.divergence("renyi_reverse", p, q_, alpha=1.0 + s * e)
+                for e in SMALL
+                for s in (-1, 1)
+            ]
+        )
+        return (
+            small,
+            divergences.divergence("kl_forward", p, q_),
+            near1,
+            divergences.divergence("kl_reverse", p, q_),
+        )
 
     return jax.vmap(one)(q)
 
@@ -56,14 +72,25 @@ def grid_minima(values, t1, t2):
     """
     pad = np.pad(values, 1, constant_values=np.inf)
     c = pad[1:-1, 1:-1]
-    nb = [pad[1 + i : pad.shape[0] - 1 + i, 1 + j : pad.shape[1] - 1 + j] for i in (-1, 0, 1) for j in (-1, 0, 1) if i or j]
-    idx = sorted((tuple(ij) for ij in np.argwhere(np.all(c[None] < np.stack(nb), 0))), key=lambda ij: values[ij])
+    nb = [
+        pad[1 + i : pad.shape[0] - 1 + i, 1 + j : pad.shape[1] - 1 + j]
+        for i in (-1, 0, 1)
+        for j in (-1, 0, 1)
+        if i or j
+    ]
+    idx = sorted(
+        (tuple(ij) for ij in np.argwhere(np.all(c[None] < np.stack(nb), 0))),
+        key=lambda ij: values[ij],
+    )
     kept = []
     for a in idx:
         barrier = True
         for b in kept:
             n = 2 * max(abs(a[0] - b[0]), abs(a[1] - b[1])) + 1
-            line = values[np.rint(np.linspace(a[0], b[0], n)).astype(int), np.rint(np.linspace(a[1], b[1], n)).astype(int)]
+            line = values[
+                np.rint(np.linspace(a[0], b[0], n)).astype(int),
+                np.rint(np.linspace(a[1], b[1], n)).astype(int),
+            ]
             barrier &= bool(np.max(line) > max(values[a], values[b]) + BARRIER)
         if barrier:
             kept.append(a)
@@ -84,37 +111,73 @@ def measure(size: str = "quick", key=None, **overrides) -> C.Result:
             small, kl_fwd, near1, kl_rev = C.exact(limits, p64, qs, key=("renyi_limits",))
         grids = {}
         for a in cfg["grid_alphas"]:
-            t1, t2, val = dj.landscape_grid("renyi_reverse", p, "mu_log_sigma", *WINDOW, cfg["grid_num"], alpha=a)
+            t1, t2, val = dj.landscape_grid(
+                "renyi_reverse", p, "mu_log_sigma", *WINDOW, cfg["grid_num"], alpha=a
+            )
             grids[a] = grid_minima(np.asarray(val, np.float64), np.asarray(t1), np.asarray(t2))
         optima = {}
         for a in cfg["optima_alphas"]:
             o = dj.optimal_q("renyi_reverse", p, alpha=a)
-            optima[a] = np.stack([np.asarray(o.q.loc, np.float64), np.exp(2 * np.asarray(o.q.log_scale, np.float64)),
-                                  np.asarray(o.value, np.float64)], -1)  # fmt: skip
+            optima[a] = np.stack(
+                [
+                    np.asarray(o.q.loc, np.float64),
+                    np.exp(2 * np.asarray(o.q.log_scale, np.float64)),
+                    np.asarray(o.value, np.float64),
+                ],
+                -1,
+            )
     fwd = C.moment_match(p)
     data = dict(
-        small=small, kl_fwd=kl_fwd, near1=near1.reshape(len(Q_SET), len(SMALL), 2), kl_rev=kl_rev, grids=grids,
-        optima=optima, forward=(float(fwd.loc), float(fwd.variance)), reverse=((3.0, 1.0), (-2.0, 0.25)), cfg=cfg,
-    )  # fmt: skip
+        small=small,
+        kl_fwd=kl_fwd,
+        near1=near1.reshape(len(Q_SET), len(SMALL), 2),
+        kl_rev=kl_rev,
+        grids=grids,
+        optima=optima,
+        forward=(float(fwd.loc), float(fwd.variance)),
+        reverse=((3.0, 1.0), (-2.0, 0.25)),
+        cfg=cfg,
+    )
     return C.Result(
-        NAME, TITLE, SOURCE, STATEMENT, *_table(data), checks=checks(data), measured=_measured(data),
-        verdict="holds", notes=_notes(data), data=data,
-    )  # fmt: skip
+        NAME,
+        TITLE,
+        SOURCE,
+        STATEMENT,
+        *_table(data),
+        checks=checks(data),
+        measured=_measured(data),
+        verdict="holds",
+        notes=_notes(data),
+        data=data,
+    )
 
 
 def _rel(data):
-    """Relative errors ``(n_q, len(SMALL))`` of ``D_a / a`` vs KL(p||q), and of ``D_(1 -+ e)`` vs KL(q||p)."""
+    """Relative errors ``(n_q, len(SMALL))``: D_a / a vs KL(p||q); D_(1 -+ e) vs KL(q||p)."""
     r0 = np.abs(data["small"] / data["kl_fwd"][:, None] - 1.0)
     r1 = np.max(np.abs(data["near1"] / data["kl_rev"][:, None, None] - 1.0), -1)
     return r0, r1
 
 
 def _table(data):
-    cols = ("q", "KL(p‖q)", *(f"D_α/α, α={a:g}" for a in SMALL), "KL(q‖p)", *(f"D_(1±{e:g})" for e in SMALL))
+    cols = (
+        "q",
+        "KL(p‖q)",
+        *(f"D_α/α, α={a:g}" for a in SMALL),
+        "KL(q‖p)",
+        *(f"D_(1±{e:g})" for e in SMALL),
+    )
     rows = []
     for i, (m, v) in enumerate(Q_SET):
-        rows.append((f"N({m:g}, {v:g})", f"{data['kl_fwd'][i]:.5f}", *(f"{x:.5f}" for x in data["small"][i]),
-                     f"{data['kl_rev'][i]:.5f}", *(f"{lo:.5f} / {hi:.5f}" for lo, hi in data["near1"][i])))  # fmt: skip
+        rows.append(
+            (
+                f"N({m:g}, {v:g})",
+                f"{data['kl_fwd'][i]:.5f}",
+                *(f"{x:.5f}" for x in data["small"][i]),
+                f"{data['kl_rev'][i]:.5f}",
+                *(f"{lo:.5f} / {hi:.5f}" for lo, hi in data["near1"][i]),
+            )
+        )
     for a, mins in data["grids"].items():
         text = "; ".join(f"({m:.2f}, {np.exp(2 * s):.2f})" for m, s, _ in mins)
         rows.append((f"grid minima α={a:g}", text, *[""] * (len(cols) - 2)))
@@ -130,12 +193,14 @@ def checks(data) -> list[C.Check]:
         C.Check(
             "α -> 0: D_α(q‖p)/α -> KL(p‖q), error shrinking like α (exact, 5 q's)",
             bool(np.all(r0[:, 1] < 2e-2) and np.all(r0[:, 0] / r0[:, 1] > 5.0)),
-            f"largest relative error {r0[:, 0].max():.2e} at α = {SMALL[0]:g}, {r0[:, 1].max():.2e} at α = {SMALL[1]:g}",
+            f"largest relative error {r0[:, 0].max():.2e} at α = {SMALL[0]:g}, "
+            f"{r0[:, 1].max():.2e} at α = {SMALL[1]:g}",
         ),
         C.Check(
             "α -> 1: D_α(q‖p) -> KL(q‖p), error shrinking like |1 - α|",
             bool(np.all(r1[:, 1] < 2e-2) and np.all(r1[:, 0] / r1[:, 1] > 5.0)),
-            f"largest relative error {r1[:, 0].max():.2e} at |1 - α| = {SMALL[0]:g}, {r1[:, 1].max():.2e} at {SMALL[1]:g}",
+            f"largest relative error {r1[:, 0].max():.2e} at |1 - α| = {SMALL[0]:g}, "
+            f"{r1[:, 1].max():.2e} at {SMALL[1]:g}",
         ),
     ]
     (fm, fv), rev = data["forward"], data["reverse"]
@@ -143,34 +208,47 @@ def checks(data) -> list[C.Check]:
         mins = data["grids"][0.5]
         g = mins[0]
         gv = np.exp(2 * g[1])
-        out.append(C.Check(
-            "α = 1/2: three local minima; the global one lies between the forward- and reverse-KL optima",
-            bool(len(mins) == 3 and fm < g[0] < rev[0][0] and rev[0][1] < gv < fv),
-            f"{len(mins)} grid minima; global at (mean {g[0]:.2f}, variance {gv:.2f}) between ({fm:.2f}, {fv:.2f}) "
-            f"and ({rev[0][0]:.2f}, {rev[0][1]:.2f})",
-        ))  # fmt: skip
+        out.append(
+            C.Check(
+                "α = 1/2: three local minima; the global one lies between the forward- and "
+                "reverse-KL optima",
+                bool(len(mins) == 3 and fm < g[0] < rev[0][0] and rev[0][1] < gv < fv),
+                f"{len(mins)} grid minima; global at (mean {g[0]:.2f}, variance {gv:.2f}) between "
+                f"({fm:.2f}, {fv:.2f}) "
+                f"and ({rev[0][0]:.2f}, {rev[0][1]:.2f})",
+            )
+        )
     if data["optima"]:
         alphas = sorted(data["optima"])
         glob = np.array([data["optima"][a][0] for a in alphas])
         low, one = glob[0], data["optima"].get(1.0, [None])[0]
-        out.append(C.Check(
-            f"α = {alphas[0]:g}: the global optimum is within O(α) of the moment match (forward KL)",
-            bool(abs(low[0] - fm) < 0.1 and abs(low[1] / fv - 1) < 0.1),
-            f"({low[0]:.3f}, {low[1]:.3f}) vs ({fm:.3f}, {fv:.3f})",
-        ))  # fmt: skip
+        out.append(
+            C.Check(
+                f"α = {alphas[0]:g}: the global optimum is within O(α) of the moment match "
+                "(forward KL)",
+                bool(abs(low[0] - fm) < 0.1 and abs(low[1] / fv - 1) < 0.1),
+                f"({low[0]:.3f}, {low[1]:.3f}) vs ({fm:.3f}, {fv:.3f})",
+            )
+        )
         if one is not None:
-            out.append(C.Check(
-                "α = 1: the global optimum is the reverse-KL one (the big mode)",
-                bool(abs(one[0] - rev[0][0]) < 0.05 and abs(one[1] / rev[0][1] - 1) < 0.05),
-                f"({one[0]:.3f}, {one[1]:.3f})",
-            ))  # fmt: skip
+            out.append(
+                C.Check(
+                    "α = 1: the global optimum is the reverse-KL one (the big mode)",
+                    bool(abs(one[0] - rev[0][0]) < 0.05 and abs(one[1] / rev[0][1] - 1) < 0.05),
+                    f"({one[0]:.3f}, {one[1]:.3f})",
+                )
+            )
         below1 = [a for a in alphas if a <= 1.0]
         v = np.array([data["optima"][a][0, 1] for a in below1])
-        out.append(C.Check(
-            "the global optimum's variance shrinks as α grows (mass-covering -> mode-seeking)",
-            bool(np.all(np.diff(v) < 1e-6)),
-            "variances " + ", ".join(f"{x:.2f}" for x in v) + f" at α = {', '.join(f'{a:g}' for a in below1)}",
-        ))  # fmt: skip
+        out.append(
+            C.Check(
+                "the global optimum's variance shrinks as α grows (mass-covering -> mode-seeking)",
+                bool(np.all(np.diff(v) < 1e-6)),
+                "variances "
+                + ", ".join(f"{x:.2f}" for x in v)
+                + f" at α = {', '.join(f'{a:g}' for a in below1)}",
+            )
+        )
     return out
 
 
@@ -185,7 +263,8 @@ def _measured(data) -> str:
     if data["optima"]:
         alphas = sorted(data["optima"])
         text += "; global optimum (mean, var): " + ", ".join(
-            f"α={a:g} ({data['optima'][a][0, 0]:.2f}, {data['optima'][a][0, 1]:.2f})" for a in alphas[:: max(1, len(alphas) // 5)]
+            f"α={a:g} ({data['optima'][a][0, 0]:.2f}, {data['optima'][a][0, 1]:.2f})"
+            for a in alphas[:: max(1, len(alphas) // 5)]
         )
     return text
 
@@ -193,14 +272,18 @@ def _measured(data) -> str:
 def _notes(data):
     notes = [
         "p = 0.3 N(-2, 0.5²) + 0.7 N(3, 1). Limits in float64 at five q's; forward-KL optimum "
-        f"N({data['forward'][0]:.3g}, {data['forward'][1]:.4g}), reverse-KL minima N(3, 1)-like and N(-2, 0.25)-like.",
+        f"N({data['forward'][0]:.3g}, {data['forward'][1]:.4g}), reverse-KL minima N(3, 1)-like "
+        "and N(-2, 0.25)-like.",
         f"Grid minima: strict local minima on a {data['cfg']['grid_num']}² grid of (loc, log σ) "
         "(divjax.landscape_grid), reported as (mean, variance).",
-        "Between the limits the path is not a straight line: at α = 1/2 a broad minimum coexists with one "
+        "Between the limits the path is not a straight line: at α = 1/2 a broad minimum coexists "
+        "with one "
         "minimum per mode, and the global one is the broad one.",
     ]
     if not data["optima"]:
-        notes.append("The optimum's path over α (optimal_q) runs at the full size (divjax reproduce renyi).")
+        notes.append(
+            "The optimum's path over α (optimal_q) runs at the full size (divjax reproduce renyi)."
+        )
     return notes
 
 
@@ -222,13 +305,26 @@ def figure(result):
         cmap = _cmap()
         for a in alphas:
             o = d["optima"][a]
-            ax2.scatter(o[:, 0], o[:, 1], c=[cmap(a / max(alphas))] * len(o), s=[40] + [14] * (len(o) - 1), zorder=3)
+            ax2.scatter(
+                o[:, 0],
+                o[:, 1],
+                c=[cmap(a / max(alphas))] * len(o),
+                s=[40] + [14] * (len(o) - 1),
+                zorder=3,
+            )
         glob = np.array([d["optima"][a][0] for a in alphas])
         ax2.plot(glob[:, 0], glob[:, 1], "-", color="gray", lw=1, label="global optimum as α grows")
         for a, (m, v, _) in zip(alphas, glob):
             ax2.annotate(f"{a:g}", (m, v), fontsize=6, xytext=(3, 3), textcoords="offset points")
     for a, mins in d["grids"].items():
-        ax2.plot(mins[:, 0], np.exp(2 * mins[:, 1]), "o", mfc="none", ms=9, label=f"grid minima α = {a:g}")
+        ax2.plot(
+            mins[:, 0],
+            np.exp(2 * mins[:, 1]),
+            "o",
+            mfc="none",
+            ms=9,
+            label=f"grid minima α = {a:g}",
+        )
     ax2.set(yscale="log", xlabel="mean of q", ylabel="variance of q", title="minima of D_α(q‖p)")
     ax2.legend(fontsize=7)
     return fig

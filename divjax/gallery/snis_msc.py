@@ -39,11 +39,25 @@ STATEMENT = (
     "at stationarity and converges to the exact forward-KL optimum for any K."
 )
 SIZES = {
-    "quick": dict(num_draws=10000, snis_ks=(2, 4, 8, 16, 64), msc_ks=(2, 8), burn_in=20,
-                  fit_ks=(), fit_seeds=0, fit_steps=0),
-    "full": dict(num_draws=40000, snis_ks=(2, 4, 8, 16, 64, 256), msc_ks=(2, 8, 64), burn_in=30,
-                 fit_ks=(4, 16, 64, 256), fit_seeds=256, fit_steps=4000),
-}  # fmt: skip
+    "quick": dict(
+        num_draws=10000,
+        snis_ks=(2, 4, 8, 16, 64),
+        msc_ks=(2, 8),
+        burn_in=20,
+        fit_ks=(),
+        fit_seeds=0,
+        fit_steps=0,
+    ),
+    "full": dict(
+        num_draws=40000,
+        snis_ks=(2, 4, 8, 16, 64, 256),
+        msc_ks=(2, 8, 64),
+        burn_in=30,
+        fit_ks=(4, 16, 64, 256),
+        fit_seeds=256,
+        fit_steps=4000,
+    ),
+}
 PARAMS = ("loc", "log σ")
 
 
@@ -57,7 +71,9 @@ def bias_limit(p, q):
 
 def hessian(p, q):
     """``d^2 KL(p || q) / d(loc, log sigma)^2`` (the cross-entropy's: same Hessian)."""
-    return jax.hessian(lambda t: cross_entropy(p, Gaussian._make((t[0], t[1]))))(jnp.stack([q.loc, q.log_scale]))
+    return jax.hessian(lambda t: cross_entropy(p, Gaussian._make((t[0], t[1]))))(
+        jnp.stack([q.loc, q.log_scale])
+    )
 
 
 def optimizer(num_steps: int):
@@ -71,42 +87,67 @@ def measure(size: str = "quick", key=None, **overrides) -> C.Result:
     p, q = default_target(), C.moment_match(default_target())
     plan = {"snis": cfg["snis_ks"], "msc": cfg["msc_ks"]}
     with C.fast_compile():
-        d = C.gradient_draws("kl_forward", plan, p, q, cfg["num_draws"], key, burn_in=cfg["burn_in"])
+        d = C.gradient_draws(
+            "kl_forward", plan, p, q, cfg["num_draws"], key, burn_in=cfg["burn_in"]
+        )
         gkl, c = (C.stack(t) for t in C.exact(bias_limit, p, q, key=("snis_bias_limit",)))
         h = np.asarray(C.exact(hessian, p, q, key=("kl_forward_hessian",)))
         fits = _fits(p, q, cfg, key) if cfg["fit_seeds"] else None
     grads = {}
     for e, ks in plan.items():
         g = [C.stack(d[(e, k)]) for k in ks]
-        grads[e] = dict(ks=np.asarray(ks), bias=np.stack([x.mean(0) for x in g]) - gkl,
-                        se=np.stack([x.std(0, ddof=1) / np.sqrt(len(x)) for x in g]))  # fmt: skip
+        grads[e] = dict(
+            ks=np.asarray(ks),
+            bias=np.stack([x.mean(0) for x in g]) - gkl,
+            se=np.stack([x.std(0, ddof=1) / np.sqrt(len(x)) for x in g]),
+        )
     shift = -np.linalg.solve(h, c)  # K (fitted point - q*) to first order
     q_star = np.array([float(q.loc), float(q.log_scale)])
     data = dict(grads=grads, exact=gkl, c=c, shift=shift, q_star=q_star, fits=fits, cfg=cfg)
     return C.Result(
-        NAME, TITLE, SOURCE, STATEMENT, *_table(data), checks=checks(data), measured=_measured(data),
-        verdict="holds", notes=_notes(data), data=data,
-    )  # fmt: skip
+        NAME,
+        TITLE,
+        SOURCE,
+        STATEMENT,
+        *_table(data),
+        checks=checks(data),
+        measured=_measured(data),
+        verdict="holds",
+        notes=_notes(data),
+        data=data,
+    )
 
 
 def _fits(p, q_star, cfg, key):
     import divjax as dj
 
-    opt = Optima(jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], q_star), jnp.full((1,), jnp.nan))
+    opt = Optima(
+        jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], q_star), jnp.full((1,), jnp.nan)
+    )
     res = dj.sweep(
-        p, default_q0(), [("kl_forward", "snis"), ("kl_forward", "msc")], num_samples=cfg["fit_ks"],
-        num_seeds=cfg["fit_seeds"], num_steps=cfg["fit_steps"], key=jax.random.fold_in(key, 1),
-        optimizers={"sgd": optimizer(cfg["fit_steps"])}, optima={"kl_forward": opt}, progress=False,
-    )  # fmt: skip
+        p,
+        default_q0(),
+        [("kl_forward", "snis"), ("kl_forward", "msc")],
+        num_samples=cfg["fit_ks"],
+        num_seeds=cfg["fit_seeds"],
+        num_steps=cfg["fit_steps"],
+        key=jax.random.fold_in(key, 1),
+        optimizers={"sgd": optimizer(cfg["fit_steps"])},
+        optima={"kl_forward": opt},
+        progress=False,
+    )
     out = {}
     for run in res.runs:
         x = C.stack(run.q)
         ok = np.all(np.isfinite(x), -1) & ~np.asarray(run.status.diverged)
         x = x[ok]
         out[(run.config.estimator, run.config.num_samples)] = dict(
-            mean=x.mean(0), se=x.std(0, ddof=1) / np.sqrt(len(x)), median=np.median(x, 0), n=len(x),
+            mean=x.mean(0),
+            se=x.std(0, ddof=1) / np.sqrt(len(x)),
+            median=np.median(x, 0),
+            n=len(x),
             kept=float(ok.mean()),
-        )  # fmt: skip
+        )
     return out
 
 
@@ -116,15 +157,40 @@ def _table(data):
     for e, g in data["grads"].items():
         for i, k in enumerate(g["ks"]):
             b, s = g["bias"][i], g["se"][i]
-            rows.append((f"{e} gradient at q*", int(k), C.fmt(b[0], s[0]), C.fmt(b[1], s[1]),
-                         C.fmt(k * b[0], k * s[0]), C.fmt(k * b[1], k * s[1])))  # fmt: skip
+            rows.append(
+                (
+                    f"{e} gradient at q*",
+                    int(k),
+                    C.fmt(b[0], s[0]),
+                    C.fmt(b[1], s[1]),
+                    C.fmt(k * b[0], k * s[0]),
+                    C.fmt(k * b[1], k * s[1]),
+                )
+            )
     rows.append(("exact limit c", "∞", "", "", C.fmt(data["c"][0]), C.fmt(data["c"][1])))
     if data["fits"]:
         for (e, k), f in sorted(data["fits"].items()):
             off = f["mean"] - data["q_star"]
-            rows.append((f"{e} fit: q - q*", int(k), C.fmt(off[0], f["se"][0]), C.fmt(off[1], f["se"][1]),
-                         C.fmt(k * off[0], k * f["se"][0]), C.fmt(k * off[1], k * f["se"][1])))  # fmt: skip
-        rows.append(("fit: first-order K (q - q*)", "∞", "", "", C.fmt(data["shift"][0]), C.fmt(data["shift"][1])))
+            rows.append(
+                (
+                    f"{e} fit: q - q*",
+                    int(k),
+                    C.fmt(off[0], f["se"][0]),
+                    C.fmt(off[1], f["se"][1]),
+                    C.fmt(k * off[0], k * f["se"][0]),
+                    C.fmt(k * off[1], k * f["se"][1]),
+                )
+            )
+        rows.append(
+            (
+                "fit: first-order K (q - q*)",
+                "∞",
+                "",
+                "",
+                C.fmt(data["shift"][0]),
+                C.fmt(data["shift"][1]),
+            )
+        )
     return cols, rows
 
 
@@ -136,27 +202,38 @@ def checks(data, z: float = C.Z, claimed: float = -1.0) -> list[C.Check]:
     b, s = np.abs(g["bias"][use, 0]), g["se"][use, 0]
     fit = C.loglog_slope(ks, np.log(b), s / b)
     out = [
-        C.slope_check(f"SNIS bias (loc) falls with slope {claimed:+g} in log K (K >= 4)", fit, claimed, z),
+        C.slope_check(
+            f"SNIS bias (loc) falls with slope {claimed:+g} in log K (K >= 4)", fit, claimed, z
+        ),
         C.rejects("an O(1/sqrt(K)) or constant bias is rejected", fit, [-0.5, 0.0], z),
     ]
     for j, par in enumerate(PARAMS):
         a, a_se = C.inverse_k_fit(ks, ks * g["bias"][use, j], ks * g["se"][use, j])
-        out.append(C.Check(
-            f"K × SNIS bias ({par}) tends to the exact c = (1 + χ²)∇KL - ∇χ² (fit a + b/K)",
-            C.within(a, data["c"][j], a_se, z), f"a = {C.fmt(a, a_se)} vs exact {data['c'][j]:.4f}",
-        ))  # fmt: skip
+        out.append(
+            C.Check(
+                f"K × SNIS bias ({par}) tends to the exact c = (1 + χ²)∇KL - ∇χ² (fit a + b/K)",
+                C.within(a, data["c"][j], a_se, z),
+                f"a = {C.fmt(a, a_se)} vs exact {data['c'][j]:.4f}",
+            )
+        )
     m = data["grads"]["msc"]
     worst = float(np.max(np.abs(m["bias"]) / m["se"]))
     k2 = g["ks"] == m["ks"][0]
-    out.append(C.Check(
-        "MSC's gradient (stationary chain) is unbiased at every K, both parameters",
-        worst <= z, f"largest |bias| = {worst:.1f} SE",
-    ))  # fmt: skip
-    out.append(C.Check(
-        f"... where SNIS at K = {int(m['ks'][0])} is measurably biased (so the MSC check can fail)",
-        bool(np.any(np.abs(g["bias"][k2]) > z * g["se"][k2])),
-        f"SNIS bias {C.fmt(g['bias'][k2][0, 0], g['se'][k2][0, 0])} (loc)",
-    ))  # fmt: skip
+    out.append(
+        C.Check(
+            "MSC's gradient (stationary chain) is unbiased at every K, both parameters",
+            worst <= z,
+            f"largest |bias| = {worst:.1f} SE",
+        )
+    )
+    out.append(
+        C.Check(
+            f"... where SNIS at K = {int(m['ks'][0])} is measurably biased (so the MSC check can "
+            "fail)",
+            bool(np.any(np.abs(g["bias"][k2]) > z * g["se"][k2])),
+            f"SNIS bias {C.fmt(g['bias'][k2][0, 0], g['se'][k2][0, 0])} (loc)",
+        )
+    )
     if data["fits"]:
         out += _fit_checks(data, z)
     return out
@@ -169,23 +246,37 @@ def _fit_checks(data, z):
     if ks:
         f = fits[("snis", ks[-1])]
         scaled, se = ks[-1] * (f["mean"] - q_star), ks[-1] * f["se"]
-        out.append(C.Check(
-            f"SNIS fits at K = {ks[-1]} sit at the predicted K-dependent point q* - H⁻¹c/K",
-            C.within(scaled, data["shift"], se, z),
-            f"K (q - q*) = {C.fmt(scaled[0], se[0])}, {C.fmt(scaled[1], se[1])} vs "
-            f"{data['shift'][0]:.3f}, {data['shift'][1]:.3f}",
-        ))  # fmt: skip
+        out.append(
+            C.Check(
+                f"SNIS fits at K = {ks[-1]} sit at the predicted K-dependent point q* - H⁻¹c/K",
+                C.within(scaled, data["shift"], se, z),
+                f"K (q - q*) = {C.fmt(scaled[0], se[0])}, {C.fmt(scaled[1], se[1])} vs "
+                f"{data['shift'][0]:.3f}, {data['shift'][1]:.3f}",
+            )
+        )
         f = fits[("snis", ks[0])]
-        out.append(C.Check(
-            f"SNIS fits at K = {ks[0]} are measurably off q*", bool(np.any(np.abs(f["mean"] - q_star) > z * f["se"])),
-            f"q - q* = {C.fmt(*(f['mean'] - q_star)[:1], f['se'][0])} (loc)",
-        ))  # fmt: skip
+        out.append(
+            C.Check(
+                f"SNIS fits at K = {ks[0]} are measurably off q*",
+                bool(np.any(np.abs(f["mean"] - q_star) > z * f["se"])),
+                f"q - q* = {C.fmt(*(f['mean'] - q_star)[:1], f['se'][0])} (loc)",
+            )
+        )
     msc = sorted(k for e, k in fits if e == "msc" and k >= 16)
-    worst = max((float(np.max(np.abs(fits[("msc", k)]["mean"] - q_star) / fits[("msc", k)]["se"])) for k in msc), default=np.inf)
-    out.append(C.Check(
-        f"MSC fits (K = {', '.join(map(str, msc))}) converge to the exact optimum q*", worst <= z,
-        f"largest |q - q*| = {worst:.1f} SE",
-    ))  # fmt: skip
+    worst = max(
+        (
+            float(np.max(np.abs(fits[("msc", k)]["mean"] - q_star) / fits[("msc", k)]["se"]))
+            for k in msc
+        ),
+        default=np.inf,
+    )
+    out.append(
+        C.Check(
+            f"MSC fits (K = {', '.join(map(str, msc))}) converge to the exact optimum q*",
+            worst <= z,
+            f"largest |q - q*| = {worst:.1f} SE",
+        )
+    )
     return out
 
 
@@ -193,13 +284,16 @@ def _measured(data) -> str:
     g = data["grads"]["snis"]
     i = len(g["ks"]) - 1
     text = (
-        f"K × SNIS bias (loc) = {g['ks'][i] * g['bias'][i, 0]:.3f} ± {g['ks'][i] * g['se'][i, 0]:.3f} at "
+        f"K × SNIS bias (loc) = {g['ks'][i] * g['bias'][i, 0]:.3f} ± "
+        f"{g['ks'][i] * g['se'][i, 0]:.3f} at "
         f"K = {g['ks'][i]} vs exact c = {data['c'][0]:.3f}; MSC bias within "
         f"{np.max(np.abs(data['grads']['msc']['bias']) / data['grads']['msc']['se']):.1f} SE of 0"
     )
     if data["fits"]:
         ks = sorted(k for e, k in data["fits"] if e == "snis")
-        offs = ", ".join(f"{data['fits'][('snis', k)]['mean'][0] - data['q_star'][0]:+.3f}" for k in ks)
+        offs = ", ".join(
+            f"{data['fits'][('snis', k)]['mean'][0] - data['q_star'][0]:+.3f}" for k in ks
+        )
         text += f"; SNIS fits' loc - loc* = {offs} at K = {', '.join(map(str, ks))}"
     return text
 
@@ -207,21 +301,28 @@ def _measured(data) -> str:
 def _notes(data):
     cfg = data["cfg"]
     notes = [
-        "p = 0.3 N(-2, 0.5²) + 0.7 N(3, 1); gradients at the exact forward-KL optimum q* = N(1.5, 6.025) "
-        f"(moment matching), {cfg['num_draws']} draws per K; MSC chains run {cfg['burn_in']} kernel "
+        "p = 0.3 N(-2, 0.5²) + 0.7 N(3, 1); gradients at the exact forward-KL optimum q* = N(1.5, "
+        "6.025) "
+        f"(moment matching), {cfg['num_draws']} draws per K; MSC chains run {cfg['burn_in']} "
+        "kernel "
         "steps at q* before each draw.",
-        "c < 0 for loc and > 0 for log σ: SNIS pushes q toward the big mode and narrower, toward larger χ²(p‖q).",
+        "c < 0 for loc and > 0 for log σ: SNIS pushes q toward the big mode and narrower, toward "
+        "larger χ²(p‖q).",
     ]
     if data["fits"]:
         notes.append(
-            f"Fits: {cfg['fit_seeds']} seeds x {cfg['fit_steps']} steps from q0 = N(0, 5), SGD with momentum "
-            "0.9 and step 0.05 / (1 + t / (steps/10)); means over seeds ± SE (diverged fits dropped)."
+            f"Fits: {cfg['fit_seeds']} seeds x {cfg['fit_steps']} steps from q0 = N(0, 5), SGD "
+            "with momentum "
+            "0.9 and step 0.05 / (1 + t / (steps/10)); means over seeds ± SE (diverged fits "
+            "dropped)."
         )
         small = [k for e, k in data["fits"] if e == "msc" and k < 16]
         if small:
             notes.append(
-                f"At K = {', '.join(map(str, small))}, SNIS fits collapse toward the big mode and MSC fits are "
-                "still spread within this budget (the chain rarely crosses between the modes): slow mixing, "
+                f"At K = {', '.join(map(str, small))}, SNIS fits collapse toward the big mode and "
+                "MSC fits are "
+                "still spread within this budget (the chain rarely crosses between the modes): "
+                "slow mixing, "
                 "not a biased fixed point."
             )
     else:
@@ -236,7 +337,13 @@ def figure(result):
     for j, (ax, par) in enumerate(zip(axes, PARAMS)):
         for e, mark in (("snis", "o"), ("msc", "s")):
             g = d["grads"][e]
-            ax.errorbar(g["ks"], g["ks"] * g["bias"][:, j], yerr=C.Z * g["ks"] * g["se"][:, j], fmt=mark + "-", label=e)
+            ax.errorbar(
+                g["ks"],
+                g["ks"] * g["bias"][:, j],
+                yerr=C.Z * g["ks"] * g["se"][:, j],
+                fmt=mark + "-",
+                label=e,
+            )
         ax.axhline(d["c"][j], color="k", ls="--", lw=1, label="exact limit c")
         ax.axhline(0.0, color="gray", lw=0.6)
         ax.set(xscale="log", xlabel="K", ylabel=f"K × bias ({par})", title=f"gradient at q*: {par}")
@@ -251,6 +358,12 @@ def figure(result):
         ks = np.geomspace(4, max(k for _, k in d["fits"]), 50)
         ax.plot(ks, d["shift"][0] / ks, "k--", lw=1, label="first order: -[H⁻¹c]/K")
         ax.axhline(0.0, color="gray", lw=0.6)
-        ax.set(xscale="log", yscale="symlog", xlabel="K", ylabel="fitted loc - loc*", title="where the fits end")
+        ax.set(
+            xscale="log",
+            yscale="symlog",
+            xlabel="K",
+            ylabel="fitted loc - loc*",
+            title="where the fits end",
+        )
         ax.legend(fontsize=8)
     return fig
