@@ -323,7 +323,7 @@ def _notes(data):
         f"{data['mc']['n']} draws per K.",
         "The bound holds exactly; its K-sample estimate does not (E log ≤ log E). CHIVI therefore "
         "descends exp(2 CUBO_2) = Z² (1 + χ²), whose estimate is unbiased, or the snis2 gradient "
-        "of log(1 + χ²).",
+        "of log(1 + χ²). At K = 1, c_1 = log w: its mean is the ELBO, not an upper bound at all.",
     ]
     if data["fits"] is None:
         notes.append("optimal_q and Monte Carlo fits run at the full size (divjax reproduce cubo).")

@@ -222,8 +222,8 @@ def _measured(data) -> str:
     return (
         "iwae_dreg SNR(loc) = "
         + ", ".join(f"{np.exp(v):.3g}" for v in iw["log_snr_dreg"][:, 0])
-        + f" at K = {', '.join(str(int(k)) for k in iw['ks'])} (slope {fit.slope:+.2f} ± "
-        f"{fit.se:.2f}); "
+        + f" at K = {', '.join(str(int(k)) for k in iw['ks'])} (slope {fit.slope:+.3f} ± "
+        f"{fit.se:.3f}); "
         f"snis_dreg: snis's mean, SNR ∝ √K like snis itself, variance × {near:.2g} near p "
         f"but × {far:.2g} at the default q0"
     )

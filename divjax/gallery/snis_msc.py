@@ -51,10 +51,10 @@ SIZES = {
     "full": dict(
         num_draws=40000,
         snis_ks=(2, 4, 8, 16, 64, 256),
-        msc_ks=(2, 8, 64),
+        msc_ks=(2, 16),
         burn_in=30,
         fit_ks=(4, 16, 64, 256),
-        fit_seeds=256,
+        fit_seeds=128,
         fit_steps=4000,
     ),
 }
@@ -78,7 +78,7 @@ def hessian(p, q):
 
 def optimizer(num_steps: int):
     """SGD with momentum and a decaying step (Robbins-Monro), so stochastic fits settle."""
-    return optax.sgd(lambda t: 0.05 / (1.0 + t / max(1.0, num_steps / 10)), momentum=0.9)
+    return optax.sgd(lambda t: 0.05 / (1.0 + t / max(1.0, num_steps / 40)), momentum=0.9)
 
 
 def measure(size: str = "quick", key=None, **overrides) -> C.Result:
@@ -313,7 +313,7 @@ def _notes(data):
         notes.append(
             f"Fits: {cfg['fit_seeds']} seeds x {cfg['fit_steps']} steps from q0 = N(0, 5), SGD "
             "with momentum "
-            "0.9 and step 0.05 / (1 + t / (steps/10)); means over seeds ± SE (diverged fits "
+            "0.9 and step 0.05 / (1 + 40 t / steps); means over seeds ± SE (diverged fits "
             "dropped)."
         )
         small = [k for e, k in data["fits"] if e == "msc" and k < 16]
