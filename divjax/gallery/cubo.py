@@ -35,9 +35,9 @@ STATEMENT = (
 )
 SIZES = {
     "quick": dict(
-        num_draws=20000,
+        num_draws=10000,
         ks=(1, 4, 16, 64, 256),
-        variances=tuple(np.geomspace(0.3, 40, 40)),
+        variances=tuple(np.geomspace(0.3, 40, 24)),
         optima=False,
         fit_ks=(),
         fit_seeds=0,

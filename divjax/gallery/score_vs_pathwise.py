@@ -33,6 +33,7 @@ STATEMENT = (
 )
 SIZES = {
     "quick": dict(num_draws=4000, sigmas=(0.3, 0.75, 1.5, 3.0), widths=(0.1, 0.25, 0.5)),
+    # widths: WIDTH itself is the sigma scan's comb (no extra draws)
     "full": dict(
         num_draws=40000,
         sigmas=(0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0),
@@ -86,12 +87,15 @@ def measure(size: str = "quick", key=None, **overrides) -> C.Result:
         smooth = _stats(default_target(), _batch(SMOOTH_Q), cfg, key, "smooth")
         sig = _batch([(MEAN, s**2) for s in cfg["sigmas"]])
         rough = _stats(comb(), sig, cfg, key, "comb")
-        one = _batch([(MEAN, SIGMA_FOR_WIDTHS**2)])
+        # the width scan reuses the sigma scan's program (same shapes) at sigma = 1.5
         widths = [
-            _stats(comb(w), one, cfg, jax.random.fold_in(key, i + 1), "comb")
+            rough
+            if w == WIDTH
+            else _stats(comb(w), sig, cfg, jax.random.fold_in(key, i + 1), "comb")
             for i, w in enumerate(cfg["widths"])
         ]
-    widths = {k: np.concatenate([w[k] for w in widths]) for k in ("log_ratio", "log_ratio_se")}
+    row = list(cfg["sigmas"]).index(SIGMA_FOR_WIDTHS)
+    widths = {k: np.stack([w[k][row] for w in widths]) for k in ("log_ratio", "log_ratio_se")}
     data = dict(smooth=smooth, rough=rough, widths=widths, cfg=cfg)
     return C.Result(
         NAME,

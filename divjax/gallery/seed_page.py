@@ -74,10 +74,10 @@ def exact_parts(p, q):
     return value, grad
 
 
-def reverse_grads(p, q):
-    return C_stack(divergences.exact_grad("chi2_reverse", p, q)), C_stack(
-        divergences.exact_grad("kl_reverse", p, q)
-    )
+def mean_se_loc(contrib):
+    """Mean and SE over draws of the loc estimate (each draw sums its K contributions)."""
+    g = contrib[..., 0].sum(-1)
+    return float(g.mean()), float(g.std(ddof=1) / np.sqrt(len(g)))
 
 
 def numeric_chi2(mean: float, var: float) -> tuple[float, np.ndarray]:
@@ -118,7 +118,6 @@ def measure(size: str = "quick", key=None, **overrides) -> C.Result:
     # the natural-parameter grid: sigma^2 in (0.6, 20) (finite chi^2), mu in (-4, 6)
     mu, var = np.meshgrid(np.linspace(-4, 6, cfg["grid"]), np.geomspace(0.6, 20, cfg["grid"]))
     eta = np.stack([mu / var, -0.5 / var], -1).reshape(-1, 2)
-    between = Gaussian.from_loc_scale(1.5, 0.5)
     with C.fast_compile():
         contrib, score = C.compiled(
             ("chi2_rev_contrib", cfg["num_draws"]),
@@ -127,7 +126,6 @@ def measure(size: str = "quick", key=None, **overrides) -> C.Result:
             q_rug,
             key,
         )
-        g_chi2_rev, g_kl_rev = C.exact(reverse_grads, p, between, key=("seed_reverse_grads",))
         with jax.enable_x64(True):
             p64 = type(p)([0.3, 0.7], [-2.0, 3.0], [0.5, 1.0])
             qs = Gaussian._make(
@@ -162,8 +160,7 @@ def measure(size: str = "quick", key=None, **overrides) -> C.Result:
         numeric=numeric,
         num_grad=num_grad,
         eig_min=eig_min,
-        g_chi2_rev=g_chi2_rev,
-        g_kl_rev=g_kl_rev,
+        pull=mean_se_loc(contrib),
         cfg=cfg,
     )
     return C.Result(
@@ -193,8 +190,8 @@ def _table(data):
             f"{data['coef_min']:.3g}, {data['coef_max']:.3g} (one-signed, as stated)",
         ),
         (
-            "descent direction of loc at q = N(1.5, 0.5²): χ²(q‖p) / KL(q‖p)",
-            f"{-data['g_chi2_rev'][0]:+.3g} / {-data['g_kl_rev'][0]:+.3g} (toward the mode at 3)",
+            "descent direction of loc: -E[estimate] (unbiased for -∇χ²(q‖p)/Z)",
+            f"{C.fmt(-data['pull'][0], data['pull'][1])} (toward the mode at 3)",
         ),
     ]
     for i, (m, v) in enumerate(Q_CHECK):
@@ -235,10 +232,9 @@ def checks(data, z: float = C.Z) -> list[C.Check]:
             f"min {data['coef_min']:.3g}",
         ),
         C.Check(
-            "in aggregate, descent on χ²(q‖p) pulls q toward the mode, as on KL(q‖p)",
-            bool(-data["g_chi2_rev"][0] > 0 and -data["g_kl_rev"][0] > 0),
-            f"-∂/∂μ at N(1.5, 0.5²): {-data['g_chi2_rev'][0]:+.3g} (χ²), "
-            f"{-data['g_kl_rev'][0]:+.3g} (KL)",
+            "in aggregate, descent on χ²(q‖p) pulls q toward the big mode (mean of the draws)",
+            bool(-data["pull"][0] > z * data["pull"][1]),
+            f"-E[∂/∂μ] = {C.fmt(-data['pull'][0], data['pull'][1])} at q = N({Q_RUG[0]:g}, {Q_RUG[1]:g}²)",
         ),
         C.Check(
             "WRONG 'no closed form': divjax's closed-form χ²(p‖q) and gradient match a numeric "

@@ -41,8 +41,8 @@ STATEMENT = (
 SIZES = {
     "quick": dict(
         num_draws=10000,
-        snis_ks=(2, 4, 8, 16, 64),
-        msc_ks=(2, 8),
+        snis_ks=(2, 4, 16, 64),
+        msc_ks=(2,),
         burn_in=20,
         fit_ks=(),
         fit_seeds=0,
