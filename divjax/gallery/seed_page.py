@@ -234,7 +234,8 @@ def checks(data, z: float = C.Z) -> list[C.Check]:
         C.Check(
             "in aggregate, descent on χ²(q‖p) pulls q toward the big mode (mean of the draws)",
             bool(-data["pull"][0] > z * data["pull"][1]),
-            f"-E[∂/∂μ] = {C.fmt(-data['pull'][0], data['pull'][1])} at q = N({Q_RUG[0]:g}, {Q_RUG[1]:g}²)",
+            f"-E[∂/∂μ] = {C.fmt(-data['pull'][0], data['pull'][1])} "
+            f"at q = N({Q_RUG[0]:g}, {Q_RUG[1]:g}²)",
         ),
         C.Check(
             "WRONG 'no closed form': divjax's closed-form χ²(p‖q) and gradient match a numeric "
