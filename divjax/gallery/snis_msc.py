@@ -358,9 +358,10 @@ def figure(result):
         ks = np.geomspace(4, max(k for _, k in d["fits"]), 50)
         ax.plot(ks, d["shift"][0] / ks, "k--", lw=1, label="first order: -[H⁻¹c]/K")
         ax.axhline(0.0, color="gray", lw=0.6)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_yticks([-0.1, -0.01, 0, 0.01, 0.1, 1], ["-0.1", "-0.01", "0", "0.01", "0.1", "1"])
         ax.set(
             xscale="log",
-            yscale="symlog",
             xlabel="K",
             ylabel="fitted loc - loc*",
             title="where the fits end",

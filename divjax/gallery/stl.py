@@ -242,7 +242,8 @@ def checks(data, z: float = C.Z, claimed_slope: float | None = None) -> list[C.C
 def _measured(data) -> str:
     st, rp = data["stats"]["stl"], data["stats"]["reparam"]
     return (
-        f"K = {K} at q = p: Var stl = {st['var'][0, 0]:.0e} / {st['var'][0, 1]:.0e}, reparam "
+        f"K = {K} at q = p: Var stl = {C.fmt(st['var'][0, 0], digits=2)} / "
+        f"{C.fmt(st['var'][0, 1], digits=2)}, reparam "
         f"{rp['var'][0, 0]:.3f} / {rp['var'][0, 1]:.3f} (loc / log σ); stl matches its "
         "closed form (∝ t² near p); stl is worse than reparam wherever σ² < s²/2"
     )
