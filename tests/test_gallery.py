@@ -210,24 +210,20 @@ def test_other_keys(name):
 
 
 @pytest.mark.slow
-def test_papers_notebook_executes():
+def test_papers_notebook_executes(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     path = ROOT / "notebooks" / "papers.ipynb"
     nb = nbformat.read(path, as_version=4)
-    assert any(o for c in nb.cells if c.cell_type == "code" for o in c.outputs), (
-        "stored with its outputs"
+    stored = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in stored) >= 3, "stored with its outputs"
+    monkeypatch.setenv("DIVJAX_QUICK", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
-    os.environ["DIVJAX_QUICK"] = "1"
-    try:
-        nbclient.NotebookClient(
-            nb,
-            timeout=600,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
-    finally:
-        del os.environ["DIVJAX_QUICK"]
+    client.execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert "sizes: quick" in "".join(o.get("text", "") for o in outputs)
