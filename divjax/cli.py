@@ -1,4 +1,4 @@
-"""The ``divjax`` command line: ``demo`` (the main job), ``compare`` and ``explore``.
+"""The ``divjax`` command line: ``demo`` (the main job), ``compare``, ``explore`` and ``reproduce``.
 
 ``demo`` and ``compare`` run `divjax.demo.run_demo` (one compiled sweep per
 divergence, `divjax.grad_stats` at ``q0``, a table as CSV and JSON, figures);
@@ -133,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     exp.add_argument("--steps-per-frame", type=int, default=10, help="steps per frame (default: 10)")
     exp.add_argument("--preset", choices=("page",), default=None, help="page: the seed page's defaults")
+    rep = sub.add_parser(
+        "reproduce", help="published results, reproduced: one entry per claim (see --list)",
+        description="Measures a published claim with divjax, checks it on exact values and "
+        "gradients, prints the table and verdict, and saves a figure.",
+    )  # fmt: skip
+    rep.add_argument("names", nargs="*", metavar="NAME", help="the entries to run (see --list)")
+    rep.add_argument("--list", action="store_true", help="list the entries")
+    rep.add_argument("--all", action="store_true", help="run every entry")
+    rep.add_argument("--quick", action="store_true", help="small sizes (those the tests use)")
+    rep.add_argument("--out", default="divjax_gallery", help="figures and records folder")
+    rep.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    rep.add_argument("--no-figures", action="store_true", help="print only")
+    rep.add_argument("--table", metavar="FILE", help="write the summary table (markdown)")
+    rep.add_argument("--docs", metavar="FILE", help="write the gallery page (figures in img/)")
+    rep.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
     return parser
 
 
@@ -214,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from divjax.explorer import run_cli
 
         return run_cli(args)
+    if args.command == "reproduce":
+        from divjax.gallery.runner import run_cli as reproduce
+
+        if not args.no_cache:
+            enable_cache(cache_dir())
+        return reproduce(args)
     try:
         return run(args)
     except ValueError as err:
