@@ -22,7 +22,7 @@ from divjax.explorer.background import Background
 from divjax.explorer.compute import DIRECTIONS
 from divjax.explorer.controls import Pointer, Widgets
 from divjax.explorer.figure import ExplorerFigure, interactive
-from divjax.explorer.panels import COORD_SYMBOLS
+from divjax.explorer.panels import COORD_PLAIN
 from divjax.explorer.session import Session
 from divjax.families import default_q0
 
@@ -75,7 +75,7 @@ class Explorer:
         self.widgets = Widgets(self)
         self.pointer = Pointer(self)
         self.figure.label(self.session)
-        self.background.request_landscape(new_window=True)
+        self.background.request_landscape("target")
         self.background.request_optima()
         self.frame(0)
         self._timer = None
@@ -132,7 +132,7 @@ class Explorer:
             f"/(1+{h['decay']:.3g}t) = {lr:.3g}" if h["decay"] else ""
         )
         parts = [grad, f"{step}, momentum {h['momentum']:.2f}"]
-        sym = ", ".join(c.replace("\\", "") for c in COORD_SYMBOLS[s.parameterization])
+        sym = ", ".join(COORD_PLAIN[s.parameterization])
         parts.append(("natural gradient in " if flags["natural_gradient"] else "in ") + f"({sym})")
         if self.session.clip:
             parts.append(f"clip {self.session.clip_value:.3g}")
@@ -141,19 +141,24 @@ class Explorer:
         return " | ".join(parts)
 
     def draw(self) -> None:
-        """Puts the current frame on screen."""
+        """Puts the current frame on screen (on Agg: renders the canvas)."""
         self.figure.draw()
+
+    def _show(self) -> None:
+        """After an action: draws where there is a screen (scripts on Agg call `draw`)."""
+        if interactive():
+            self.figure.draw()
 
     def refresh(self) -> None:
         """After an action: the widgets in step, a frame without steps, drawn."""
         self.widgets.sync()
         self.frame(0)
-        self.draw()
+        self._show()
 
     def _on_timer(self) -> None:
         if self.running or self.background.pending():
             self.frame()
-            self.draw()
+            self._show()
 
     # --- settings -------------------------------------------------------------------
 
@@ -282,7 +287,7 @@ class Explorer:
         """One step of every fitted direction, drawn."""
         out = self.frame(1)
         self.widgets.sync()
-        self.draw()
+        self._show()
         return out
 
     def reset(self) -> None:
@@ -298,7 +303,7 @@ class Explorer:
     def _restarted(self) -> None:
         self.session.refresh_grid()
         self.figure.label(self.session)
-        self.background.request_landscape(new_window=True)
+        self.background.request_landscape("fits")
         self.background.request_optima()
         self.refresh()
 
@@ -306,7 +311,7 @@ class Explorer:
         """Moves ``q`` of ``direction`` (None: both) to ``N(loc, scale^2)``; its fit restarts."""
         self.session.set_q(loc, scale, direction)
         self.frame(0)
-        self.draw()
+        self._show()
 
     def move_q_to_theta(self, theta, direction: str | None = None) -> None:
         """Moves ``q`` to the landscape's coordinates ``theta`` (ignored outside the domain)."""
@@ -319,10 +324,11 @@ class Explorer:
         self.session.set_target(target)
         if final:
             self.drag_finished(target=True)
-        else:
-            self.background.request_landscape(coarse=True)
+        else:  # mid-drag: the landscape follows where it is computed in the background
+            if self.background.threaded:
+                self.background.request_landscape()
             self.frame(0)
-            self.draw()
+            self._show()
 
     def add_mode(self, loc: float, scale: float | None = None, weight: float | None = None) -> None:
         """Adds a component (default: the median scale, the mean weight)."""
@@ -342,7 +348,7 @@ class Explorer:
         """After a drag: the optima, the window, the landscape and the grid catch up."""
         self.session.refresh_grid()
         self.figure.label(self.session)
-        self.background.request_landscape(new_window=True)
+        self.background.request_landscape("target" if target else "fits")
         self.background.request_optima()
         self.refresh()
 
@@ -354,7 +360,7 @@ class Explorer:
         self.figure.landscape.text_hover.set_text(text)
         self.figure._texts_dirty = True
         if not self.running:
-            self.draw()
+            self._show()
 
     # --- the rest ------------------------------------------------------------------------
 

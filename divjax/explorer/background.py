@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax.numpy as jnp
 import numpy as np
 
 from divjax.explorer import surface
@@ -21,17 +20,15 @@ from divjax.explorer.compute import DIRECTIONS
 from divjax.explorer.workers import Worker
 from divjax.landscape import default_window
 
-FINE, COARSE = 40, 24  # landscape mesh points per axis (COARSE while a mode is dragged)
+MESH = 40  # landscape mesh points per axis
 
 
-def landscape_job(name, target, parameterization, window, num) -> surface.Landscape:
-    """The landscape, and `surface.values_at` compiled for the hover readout."""
-    data = surface.landscape_data(name, target, parameterization, *window, num)
-    kind = name.split("_")[0]
-    surface.values_at(
-        target, jnp.zeros(2, target.locs.dtype), kind=kind, parameterization=parameterization
-    )
-    return data
+def _merge(old, new, refit: str | None):
+    """The window to show: ``new``, unless only the fits moved and ``old`` still holds them."""
+    if old is None or refit == "target":
+        return new
+    inside = all(a[0] <= b[0] and b[1] <= a[1] for a, b in zip(old, new))
+    return old if inside else new
 
 
 def _target_key(target) -> tuple:
@@ -95,7 +92,7 @@ class Background:
         self.ex.figure.label(session)
         new = session.settings
         if (old.kind, old.parameterization) != (new.kind, new.parameterization):
-            self.request_landscape(new_window=old.parameterization != new.parameterization)
+            self.request_landscape()
         elif old.directions != new.directions:
             self.ex.figure.landscape.mark_optima(session, self.ex.shown)
         self.request_optima()
@@ -110,15 +107,19 @@ class Background:
                 fn, args = session.optima_job(d)
                 self.optima.submit(("optima", d), key, fn, *args)
 
-    def request_landscape(self, new_window: bool = False, coarse: bool = False) -> None:
-        """Computes the landscape of the shown direction (a new window around the fits if asked)."""
+    def request_landscape(self, refit: str | None = None) -> None:
+        """Computes the landscape of the shown direction where its inputs changed.
+
+        ``refit``: None keeps the window; ``"fits"`` widens it where a fit or the
+        start left it; ``"target"`` fits it anew around the target and the fits.
+        """
         s = self.ex.session
-        if new_window or self.window is None:
+        if refit or self.window is None:
             starts = [s.start] + [(float(s.q(d).loc), float(s.q(d).log_scale)) for d in DIRECTIONS]
-            self.window = default_window(s.target, starts)
+            self.window = _merge(self.window, default_window(s.target, starts), refit)
         name = f"{s.settings.kind}_{self.ex.shown}"
         param = s.settings.parameterization
-        num = COARSE if coarse else FINE
+        num = MESH
         key = (name, param, _target_key(s.target), self.window, num)
         if key == self.landscape_key:
             return
@@ -126,7 +127,7 @@ class Background:
         if self.ex.figure.landscape.data is None:
             self.ex.figure.landscape.pending("computing the landscape ...")
         self.landscape.submit(
-            "landscape", key, landscape_job, name, s.target, param, self.window, num
+            "landscape", key, surface.landscape_data, name, s.target, param, *self.window, num
         )
 
     # --- results ----------------------------------------------------------------------
@@ -156,17 +157,11 @@ class Background:
                 ex.widgets.sync()
 
     def hover_text(self, theta) -> str:
-        """The landscape readout at ``theta`` (exact values of both directions), or ``""``."""
+        """The landscape readout at ``theta`` (interpolated from its mesh), or ``""``."""
         land = self.ex.figure.landscape
         if theta is None or land.data is None:
             return ""
-        s = self.ex.session
-        dtype = s.target.locs.dtype
-        ok, values = surface.values_at(
-            s.target, jnp.asarray(theta, dtype), kind=s.settings.kind,
-            parameterization=land.data.parameterization,
-        )  # fmt: skip
-        return land.hover_text(theta, bool(ok), [float(v) for v in values], s)
+        return land.hover_text(theta, surface.value_at(land.data, theta))
 
     def wait(self, timeout: float | None = None) -> None:
         for worker in (self.compile, self.optima, self.landscape):
@@ -178,4 +173,4 @@ class Background:
             worker.close()
 
 
-__all__ = ["Background", "landscape_job"]
+__all__ = ["Background"]

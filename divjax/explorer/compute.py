@@ -9,8 +9,9 @@ natural-gradient, fixed-scale and Adam switches), the number of steps, the
 density grid and the padded optima are traced *arguments*: dragging a mode or
 ``q``, moving a slider, toggling those switches or changing the speed never
 recompiles. Only the `Settings` are static (the divergence kind, the
-directions, exact or Monte Carlo, the estimators, ``K`` and the coordinates):
-each combination compiles once.
+exact or Monte Carlo, the estimators, ``K`` and the coordinates): each
+combination compiles once. Both directions are always computed; which of them
+are fitted is a traced mask.
 
 The optimizer (`make_optimizer`, passed to `divjax.fitter`) is
 ``optax.inject_hyperparams`` around the chain ``hold_scale -> natural_gradient
@@ -83,14 +84,13 @@ class Settings:
 
     @property
     def view(self) -> tuple:
-        """What `view` depends on: the kind, directions, estimators, ``K``, coordinates."""
-        return (
-            self.kind,
-            self.directions,
-            self.estimators,
-            self.num_samples,
-            self.parameterization,
-        )
+        """What `view` depends on: the kind, the estimators, ``K`` and the coordinates."""
+        return (self.kind, self.estimators, self.num_samples, self.parameterization)
+
+    @property
+    def compiled(self) -> Settings:
+        """These settings with every direction: what the compiled programs are keyed on."""
+        return dataclasses.replace(self, directions=DIRECTIONS)
 
     def estimator(self, direction: str) -> str:
         """The estimator the steps of ``direction`` use (``"exact"`` or its Monte Carlo one)."""
@@ -243,7 +243,7 @@ def _panel(settings, target, q, key, i, param):
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def run_steps(settings: Settings, target, states, hyper, num_steps, key):
+def run_steps(settings: Settings, target, states, hyper, active, num_steps, key):
     r"""Runs ``num_steps`` steps of every active direction (`divjax.fitter`'s ``step``).
 
     Args:
@@ -252,6 +252,7 @@ def run_steps(settings: Settings, target, states, hyper, num_steps, key):
       states: ``(forward, reverse)`` `FitState`'s from `init_states` for these settings.
       hyper: ``(7,)`` the values of `HYPER` (``clip_norm = inf``: no clipping; the
         switches are 0 or 1).
+      active: ``(2,)`` bool, the fitted directions (a direction not fitted keeps its state).
       num_steps: ``()`` int, steps to take.
       key: the session's PRNG key; step ``t`` of direction ``i`` uses
         ``fold_in(fold_in(key, i), t)``.
@@ -260,7 +261,6 @@ def run_steps(settings: Settings, target, states, hyper, num_steps, key):
       ``(states, path, recorded, grad_norm)`` (see `Frame`).
     """
     fitters = make_fitters(settings, target)
-    active = [d in settings.directions for d in DIRECTIONS]
     lr, decay = hyper[HYPER.index("learning_rate")], hyper[HYPER.index("decay")]
     n = jnp.maximum(num_steps, 1)
     dtype = hyper.dtype
@@ -269,20 +269,16 @@ def run_steps(settings: Settings, target, states, hyper, num_steps, key):
         states, path, recorded, grad_norm = carry
         slot = (t * PATH_POINTS) // n
         new_states, norms = [], []
-        for i, (f, state) in enumerate(zip(fitters, states)):
-            if not active[i]:
-                new_states.append(state)
-                norms.append(grad_norm[i])
-                continue
-            rate = decayed(lr, decay, state.step.astype(dtype))
+        for i, (f, old) in enumerate(zip(fitters, states)):
             values = {name: hyper[k] for k, name in enumerate(HYPER)}
-            values["learning_rate"] = rate
-            state = state._replace(opt_state=set_hyperparams(state.opt_state, values))
-            state, info = f.step(state, _step_key(key, i, state.step))
+            values["learning_rate"] = decayed(lr, decay, old.step.astype(dtype))
+            state = old._replace(opt_state=set_hyperparams(old.opt_state, values))
+            state, info = f.step(state, _step_key(key, i, old.step))
+            state = jax.tree_util.tree_map(lambda a, b, i=i: jnp.where(active[i], a, b), state, old)
             q = f.q(state)
             path = path.at[i, slot].set(jnp.stack([q.loc, q.log_scale]).astype(dtype))
             new_states.append(state)
-            norms.append(info.grad_norm.astype(dtype))
+            norms.append(jnp.where(active[i], info.grad_norm.astype(dtype), grad_norm[i]))
         return tuple(new_states), path, recorded.at[slot].set(True), jnp.stack(norms)
 
     path0 = jnp.zeros((2, PATH_POINTS, 2), dtype)
@@ -308,14 +304,12 @@ def view(view_of: tuple, target, states, x, optima, has_optima, key):
       has_optima: ``(2,)`` bool; where False the status is judged without optima.
       key: the session's key; the draws shown use ``fold_in(fold_in(key, 7 + i), step)``.
     """
-    kind, directions, estimators, num_samples, parameterization = view_of
+    kind, estimators, num_samples, parameterization = view_of
     settings = Settings(kind=kind, estimators=estimators, num_samples=num_samples)
     param = get_parameterization(parameterization)
-    shown = [i for i, d in enumerate(DIRECTIONS) if d in directions]
     qs = [param.to_gaussian(s.params) for s in states]
-    parts = {}
-    for i in shown:  # a direction not fitted repeats a fitted one's parts (never shown)
-        d, q, state = DIRECTIONS[i], qs[i], states[i]
+    rows = []
+    for i, (d, q, state) in enumerate(zip(DIRECTIONS, qs, states)):
         value = divergence(settings.name(d), target, q)
         opt_i = jax.tree_util.tree_map(lambda a, i=i: a[i], optima)
         st = judge(state, target, opt_i, final_value=value)
@@ -323,15 +317,12 @@ def view(view_of: tuple, target, states, x, optima, has_optima, key):
         aux = _panel(settings, target, q, _step_key(key, 7 + i, state.step), i, param)
         power = 2.0 if settings.name(d) == "chi2_forward" else 1.0
         log_w = power * (target.unnormalized_log_prob(x) - q.log_prob(x))
-        parts[i] = (value, st, aux, jnp.exp(q.log_prob(x)), log_w)
-    rows = [parts.get(i, parts[shown[0]]) for i in range(len(DIRECTIONS))]
-    stack = functools.partial(jax.tree_util.tree_map, lambda *a: jnp.stack(a))
-    value, st, aux, dens_q, log_w = stack(*rows)
-    active = jnp.asarray([i in parts for i in range(len(DIRECTIONS))])
+        rows.append((value, st, aux, jnp.exp(q.log_prob(x)), log_w))
+    value, st, aux, dens_q, log_w = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *rows)
     return dict(
         loc=jnp.stack([q.loc for q in qs]),
         log_scale=jnp.stack([q.log_scale for q in qs]),
-        value=jnp.where(active, value, jnp.nan),
+        value=value,
         status=st,
         aux=aux,
         dens_p=jnp.exp(target.log_prob(x)),
@@ -343,9 +334,17 @@ def view(view_of: tuple, target, states, x, optima, has_optima, key):
 def advance(
     settings: Settings, target, states, hyper, num_steps, x, optima, has_optima, key
 ) -> Frame:
-    """`run_steps` then `view`: the next `Frame` (two compiled calls)."""
-    states, path, recorded, grad_norm = run_steps(settings, target, states, hyper, num_steps, key)
-    out = view(settings.view, target, tuple(light(s) for s in states), x, optima, has_optima, key)
+    """`run_steps` then `view`: the next `Frame` (two compiled calls).
+
+    The fitted directions are traced (``settings.directions`` is not part of the
+    compiled programs' static settings): switching one on or off never recompiles.
+    """
+    active = jnp.asarray([d in settings.directions for d in DIRECTIONS])
+    compiled = settings.compiled
+    states, path, recorded, grad_norm = run_steps(
+        compiled, target, states, hyper, active, num_steps, key
+    )
+    out = view(compiled.view, target, tuple(light(s) for s in states), x, optima, has_optima, key)
     return Frame(states=states, path=path, recorded=recorded, grad_norm=grad_norm, **out)
 
 

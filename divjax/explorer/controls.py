@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.widgets import Button, CheckButtons, RadioButtons, Slider, TextBox
 
 from divjax.explorer.compute import DIRECTIONS, KINDS, OPTIMIZERS
+from divjax.explorer.figure import interactive
 from divjax.explorer.options import MAX_SAMPLES, mixture_arrays, monte_carlo_choices
 
 KIND_LABELS = ("KL", "χ²")
@@ -37,6 +38,18 @@ HELP = (
     "  r random restart   z reset to q0\n"
     "  + / − K   ↑ / ↓ speed ×2 / ÷2"
 )
+
+
+class SeedBox(TextBox):
+    """A ``TextBox`` that leaves the figure alone on clicks elsewhere.
+
+    matplotlib's redraws the whole canvas (``canvas.draw()``) on every click
+    outside it, typing or not: a full render per click anywhere in the window.
+    """
+
+    def stop_typing(self):
+        if self.capturekeystrokes:
+            super().stop_typing()
 
 
 def _titled(fig, rect, title):
@@ -100,6 +113,16 @@ class Widgets:
         self._build_buttons(fig)
         fig.text(0.845, 0.025, HELP, fontsize=7.5, va="bottom", color="0.3", linespacing=1.35)
         self.sync()
+        if not interactive():  # on Agg a widget's draw_idle is a full render: leave it to draw()
+            for widget in self.all():
+                widget.drawon = False
+
+    def all(self) -> list:
+        """Every widget."""
+        out = [self.kind, self.directions, self.gradient, self.landscape, self.optimizer]
+        out += [self.coordinates, self.options, self.lr, self.momentum, self.decay]
+        out += [self.clip_norm, self.k, self.speed, self.k_minus, self.k_plus, self.run]
+        return out + [self.step, self.restart, self.reset, self.seed, *self.estimators.values()]
 
     def _build_sliders(self, fig) -> None:
         ex, h = self.ex, self.ex.session.hyper
@@ -138,8 +161,8 @@ class Widgets:
         )
         self.k_minus = Button(fig.add_axes((0.797, 0.103, 0.016, 0.026)), "−")
         self.k_plus = Button(fig.add_axes((0.815, 0.103, 0.016, 0.026)), "+")
-        self.k_minus.on_clicked(lambda _: ex.set_num_samples(ex.session.settings.num_samples - 1))
-        self.k_plus.on_clicked(lambda _: ex.set_num_samples(ex.session.settings.num_samples + 1))
+        self.k_minus.on_clicked(lambda _: ex.set_num_samples(ex.wanted("num_samples") - 1))
+        self.k_plus.on_clicked(lambda _: ex.set_num_samples(ex.wanted("num_samples") + 1))
 
     def _build_buttons(self, fig) -> None:
         ex = self.ex
@@ -154,7 +177,7 @@ class Widgets:
         self.step = button(0.92, 0.405, "step", lambda _: ex.step_once())
         self.restart = button(0.845, 0.362, "random start", lambda _: ex.random_restart())
         self.reset = button(0.92, 0.362, "reset", lambda _: ex.reset())
-        self.seed = TextBox(fig.add_axes((0.88, 0.318, 0.05, 0.03)), "seed ", str(ex.session.seed))
+        self.seed = SeedBox(fig.add_axes((0.88, 0.318, 0.05, 0.03)), "seed ", str(ex.session.seed))
         self.seed.on_submit(self._on_seed)
 
     def build_estimators(self) -> None:
@@ -172,6 +195,7 @@ class Widgets:
             self.estimators[d] = RadioButtons(ax, labels, active=labels.index(s.estimators[i]))
             for text in self.estimators[d].labels:
                 text.set_fontsize(8)
+            self.estimators[d].drawon = interactive()
             self.estimators[d].on_clicked(lambda lab, d=d: ex.set_estimator(d, lab))
         self._kind_shown = s.kind
 
@@ -277,13 +301,13 @@ class Pointer:
         candidates = [("mode", panel.modes)]
         for d in ex.session.settings.directions:
             candidates += [(("q_loc", d), panel.peaks[d]), (("q_width", d), panel.shoulders[d])]
-        for tag, artist in candidates:
+        for tag, artist in candidates:  # on a tie the later (drawn on top) wins
             xy = np.column_stack(artist.get_data())
             if not len(xy):
                 continue
             dist = np.hypot(*(panel.ax.transData.transform(xy) - (event.x, event.y)).T)
             i = int(np.argmin(dist))
-            if dist[i] < best_d:
+            if dist[i] <= best_d:
                 best, best_d = (tag, i) if tag == "mode" else tag, dist[i]
         return best
 

@@ -18,6 +18,7 @@ import numpy as np
 from divjax.coordinates import get_parameterization
 from divjax.explorer.compute import DIRECTIONS
 from divjax.explorer.panels import (
+    COORD_PLAIN,
     COORD_SYMBOLS,
     INFINITE,
     LABELS,
@@ -210,19 +211,17 @@ class LandscapePanel:
                 continue
             px = self.ax.transData.transform((xs[0], ys[0]))
             dist = math.hypot(px[0] - event.x, px[1] - event.y)
-            if dist < best_d:
+            if dist <= best_d:  # on a tie the later (drawn on top) wins
                 best, best_d = d, dist
         return best
 
-    def hover_text(self, theta, in_domain: bool, values, session) -> str:
-        """The readout for coordinates ``theta`` and both directions' values there."""
-        s1, s2 = (s.replace("\\", "") for s in COORD_SYMBOLS[self.data.parameterization])
+    def hover_text(self, theta, value: float) -> str:
+        """The readout: the coordinates and the shown divergence there (interpolated)."""
+        s1, s2 = COORD_PLAIN[self.data.parameterization]
         head = f"({s1}, {s2}) = ({theta[0]:.3g}, {theta[1]:.3g})"
-        if not in_domain:
+        if math.isnan(value):
             return head + ": outside the coordinates' domain"
-        kind = session.settings.kind
-        parts = [f"{PLAIN[f'{kind}_{d}']} = {fmt_value(v)}" for d, v in zip(DIRECTIONS, values)]
-        return f"{head}\n" + "   ".join(parts)
+        return f"{head}:  {PLAIN[self.data.name]} = {fmt_value(value)}"
 
 
 __all__ = ["LandscapePanel", "levels_of", "to_theta"]

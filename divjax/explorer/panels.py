@@ -47,6 +47,13 @@ COORD_SYMBOLS = {
     "natural": (r"\eta_1", r"\eta_2"),
     "expectation": (r"m_1", r"m_2"),
 }
+COORD_PLAIN = {
+    "mu_log_sigma": ("μ", "log σ"),
+    "mu_sigma": ("μ", "σ"),
+    "mu_tau": ("μ", "τ"),
+    "natural": ("η₁", "η₂"),
+    "expectation": ("m₁", "m₂"),
+}
 MAX_OPTIMA_SHOWN = 4  # per direction
 _CAP = 80.0  # log-weights are clipped to +-_CAP before exp (inside float32's range)
 

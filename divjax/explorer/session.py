@@ -293,7 +293,7 @@ class Session:
 
     def compile_key(self, settings: Settings) -> tuple:
         """What the compiled programs for ``settings`` depend on besides the settings."""
-        return (settings, self.target.num_components, str(self.dtype))
+        return (settings.compiled, self.target.num_components, str(self.dtype))
 
     def is_compiled(self, **changes) -> bool:
         """Whether `update` with ``changes`` runs without compiling (`warm`ed or used before)."""

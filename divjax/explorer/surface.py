@@ -3,13 +3,14 @@ r"""The divergence landscape over ``q``'s two coordinates, and its value at a po
 `landscape` evaluates ``log(1 + D)`` (finite wherever ``D`` is, even beyond
 the float range) and `divjax.is_infinite` on a mesh of any of the five
 coordinate systems, in one compiled call with the target traced (a dragged
-mode recomputes without recompiling). `values_at` gives both directions'
-values at one point (the hover readout).
+mode recomputes without recompiling). `value_at` interpolates the mesh (the
+hover readout; no compilation).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -18,7 +19,6 @@ import numpy as np
 
 from divjax.coordinates import get_parameterization
 from divjax.divergences import divergence, is_infinite, log1p_divergence
-from divjax.explorer.compute import DIRECTIONS
 from divjax.families import Gaussian
 
 
@@ -90,13 +90,29 @@ def landscape_data(name, target, parameterization, loc_range, log_scale_range, n
     )
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "parameterization"))
-def values_at(target, theta, *, kind, parameterization):
-    """``(in_domain, (forward, reverse) values)`` of the divergence ``kind`` at ``theta``."""
-    param = get_parameterization(parameterization)
-    ok = param.in_domain(theta)
-    q = param.to_gaussian(jnp.where(ok, theta, param.from_gaussian(Gaussian._make((0.0, 0.0)))))
-    return ok, jnp.stack([divergence(f"{kind}_{d}", target, q) for d in DIRECTIONS])
+def value_at(data: Landscape, theta) -> float:
+    """``D`` at ``theta`` interpolated from the mesh (bilinear in ``log(1 + D)``).
+
+    ``inf`` where a neighbouring mesh point is infinite, NaN outside the mesh or
+    the coordinates' domain.
+    """
+    t1, t2, v = data.theta1, data.theta2, data.values
+    x, y = float(theta[0]), float(theta[1])
+    if not (t1[0] <= x <= t1[-1] and t2[0] <= y <= t2[-1]):
+        return math.nan
+    i = min(int(np.searchsorted(t1, x, side="right")) - 1, len(t1) - 2)
+    j = min(int(np.searchsorted(t2, y, side="right")) - 1, len(t2) - 2)
+    cell = v[j : j + 2, i : i + 2]
+    if np.isnan(cell).any():
+        return math.nan
+    if np.isinf(cell).any():
+        return math.inf
+    a = (x - t1[i]) / (t1[i + 1] - t1[i])
+    b = (y - t2[j]) / (t2[j + 1] - t2[j])
+    log1p = (1 - b) * ((1 - a) * cell[0, 0] + a * cell[0, 1]) + b * (
+        (1 - a) * cell[1, 0] + a * cell[1, 1]
+    )
+    return math.expm1(log1p)
 
 
-__all__ = ["Landscape", "landscape", "landscape_data", "theta_window", "values_at"]
+__all__ = ["Landscape", "landscape", "landscape_data", "theta_window", "value_at"]
