@@ -19,6 +19,7 @@ from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 
 import divjax as dj  # noqa: E402
 from divjax.explorer import Explorer, compute, surface  # noqa: E402
+from divjax.explorer.figure import settings_line  # noqa: E402
 from divjax.explorer.landscape_panel import LandscapePanel  # noqa: E402
 from divjax.explorer.options import mixture_arrays  # noqa: E402
 from divjax.explorer.panels import NEGATIVE, POSITIVE, RugPanel  # noqa: E402
@@ -178,7 +179,9 @@ def test_switches_and_sliders_act_without_recompiling(ex):
     assert s.hyper["learning_rate"] == pytest.approx(0.2, abs=0.01)
     assert s.hyper["decay"] == pytest.approx(0.005, abs=2e-4)
     assert float(s.q("forward").log_scale) == pytest.approx(s.q0[1], abs=1e-6)  # sigma held
-    assert "natural gradient in (μ, log σ)" in ex.settings_line() and "Adam" in ex.settings_line()
+    assert "natural gradient in (μ, log σ)" in settings_line(
+        ex.session
+    ) and "Adam" in settings_line(ex.session)
     for label in ("natural gradient", "clip", "fixed σ"):
         click_label(ex, w.options, label)
     click_label(ex, w.optimizer, "SGD")
@@ -289,7 +292,7 @@ def test_page_preset_shows_every_reverse_kl_optimum(ex):
         np.testing.assert_allclose(marked[:, 1], scales, rtol=1e-5)  # (mu, sigma) coordinates
         curves = [ln for ln in page.figure.fit.optima["reverse"] if ln.get_visible()]
         assert len(curves) == 3 and curves[0].get_linestyle() == "--"
-        line = page.settings_line()
+        line = settings_line(page.session)
         assert "clip 5" in line and "natural gradient in (μ, σ)" in line and "/(1+0.001t)" in line
     finally:
         page.close()

@@ -15,14 +15,13 @@ import math
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from divjax.explorer import options as opts
 from divjax.explorer.background import Background
 from divjax.explorer.compute import DIRECTIONS
-from divjax.explorer.controls import Pointer, Widgets
-from divjax.explorer.figure import ExplorerFigure, interactive
-from divjax.explorer.panels import COORD_PLAIN
+from divjax.explorer.controls import Widgets
+from divjax.explorer.figure import ExplorerFigure, interactive, settings_line
+from divjax.explorer.pointer import Pointer
 from divjax.explorer.session import Session
 from divjax.families import default_q0
 
@@ -55,20 +54,15 @@ class Explorer:
         running: bool = True, interval_ms: int = 15, blit: bool | None = None,
         threads: bool | None = None, **options,
     ):  # fmt: skip
-        chosen = opts.preset(preset or "default")
-        chosen.update(options)
-        if target is not None:
-            chosen["target"] = target
-        if q0 is not _UNSET:
-            chosen["q0"] = q0
-        chosen.setdefault("q0", default_q0())
+        chosen = opts.merged(
+            preset, options, target, default_q0() if q0 is _UNSET else q0, q0 is _UNSET
+        )
         self.session = Session(chosen.pop("target", None), chosen.pop("q0"), **chosen)
         dirs = self.session.settings.directions
         self.shown = landscape or ("reverse" if "reverse" in dirs else dirs[0])
         opts._checks.check_choice(self.shown, DIRECTIONS, "landscape direction")
         self.running = bool(running)
-        self.frames_per_s = self.steps_per_s = 0.0
-        self._carry, self._last_tick = 0.0, None
+        self.clock = Clock()
         self.figure = ExplorerFigure(blit)
         self.figure.fig._divjax_explorer = self  # the figure keeps its explorer (and timer) alive
         self.background = Background(self, interactive() if threads is None else threads)
@@ -96,49 +90,16 @@ class Explorer:
 
     def frame(self, num_steps: int | None = None):
         """Advances the fits (by the speed while running) and updates the artists; no drawing."""
-        now = time.perf_counter()
         if num_steps is None:
-            num_steps = 0
-            if self.running and not self.pointer.holding_q and self._last_tick is not None:
-                self._carry += self.session.speed * min(now - self._last_tick, 0.5)
-                num_steps = min(int(self._carry), MAX_STEPS_PER_FRAME)
-                self._carry -= num_steps
-            if self._last_tick is not None and self.running:
-                dt = max(now - self._last_tick, 1e-6)
-                self.frames_per_s += 0.1 * (1.0 / dt - self.frames_per_s)
-                self.steps_per_s += 0.1 * (num_steps / dt - self.steps_per_s)
-            self._last_tick = now if self.running else None
+            moving = self.running and not self.pointer.holding_q
+            num_steps = self.clock.tick(self.session.speed if moving else 0.0, self.running)
         self.background.poll()
         frame = self.session.advance(int(num_steps))
-        self._update_artists()
-        return frame
-
-    def _update_artists(self) -> None:
         s = self.session
         status = {d: s.describe(d) for d in s.settings.directions}
         step = max(s.step(d) for d in s.settings.directions)
-        speed = f"{self.steps_per_s:7,.0f} steps/s {self.frames_per_s:5.1f} frames/s  step {step}"
-        self.figure.update(s, status, speed, self.settings_line())
-
-    def settings_line(self) -> str:
-        """One line saying how the fits step (gradient, optimizer, step size, options)."""
-        s, h = self.session.settings, self.session.hyper
-        grad = "exact gradients" if s.exact else f"Monte Carlo, K = {s.num_samples}"
-        t = max(self.session.step(d) for d in s.directions)
-        lr = h["learning_rate"] / (1 + h["decay"] * t)
-        flags = self.session.flags
-        opt = "SGD" if flags["optimizer"] == "sgd" else "Adam"
-        step = f"{opt} lr {h['learning_rate']:.3g}" + (
-            f"/(1+{h['decay']:.3g}t) = {lr:.3g}" if h["decay"] else ""
-        )
-        parts = [grad, f"{step}, momentum {h['momentum']:.2f}"]
-        sym = ", ".join(COORD_PLAIN[s.parameterization])
-        parts.append(("natural gradient in " if flags["natural_gradient"] else "in ") + f"({sym})")
-        if self.session.clip:
-            parts.append(f"clip {self.session.clip_value:.3g}")
-        if flags["fixed_scale"]:
-            parts.append("σ fixed")
-        return " | ".join(parts)
+        self.figure.update(s, status, f"{self.clock}  step {step}", settings_line(s))
+        return frame
 
     def draw(self) -> None:
         """Puts the current frame on screen (on Agg: renders the canvas)."""
@@ -164,11 +125,7 @@ class Explorer:
 
     def apply(self, **changes) -> None:
         """Changes settings (compiled in the background where needed); errors become a message."""
-        try:
-            self.background.apply(changes)
-        except ValueError as err:
-            self.figure.message(str(err))
-        self.refresh()
+        self._guarded(self.background.apply, changes)
 
     @contextlib.contextmanager
     def batch(self):
@@ -238,24 +195,24 @@ class Explorer:
         self.set_flags(fixed_scale=bool(on))
 
     def set_flags(self, **flags) -> None:
-        try:
-            self.session.set_flags(**flags)
-            self.background.request_optima()
-        except ValueError as err:
-            self.figure.message(str(err))
-        self.refresh()
+        """``natural_gradient``, ``fixed_scale``, ``optimizer`` (traced)."""
+        self._guarded(self.session.set_flags, **flags)
+        self.background.request_optima()
 
     def set_hyper(self, **values) -> None:
         """``learning_rate``, ``momentum``, ``decay`` (traced: never recompiles)."""
-        try:
-            self.session.set_hyper(**values)
-        except ValueError as err:
-            self.figure.message(str(err))
-        self.refresh()
+        self._guarded(self.session.set_hyper, **values)
 
     def set_clip(self, enabled: bool | None = None, norm: float | None = None) -> None:
         """Gradient clipping on/off and its norm (traced)."""
-        self.session.set_clip(enabled, norm)
+        self._guarded(self.session.set_clip, enabled, norm)
+
+    def _guarded(self, fn, *args, **kwargs) -> None:
+        """``fn(...)``, a `ValueError` shown as the message, then `refresh`."""
+        try:
+            fn(*args, **kwargs)
+        except ValueError as err:
+            self.figure.message(str(err))
         self.refresh()
 
     def set_speed(self, steps_per_s: float) -> None:
@@ -280,7 +237,7 @@ class Explorer:
     def toggle_run(self) -> None:
         """Run / pause."""
         self.running = not self.running
-        self._last_tick = None
+        self.clock.last = None
         self.refresh()
 
     def step_once(self):
@@ -293,19 +250,12 @@ class Explorer:
     def reset(self) -> None:
         """Both fits back to ``q0``."""
         self.session.reset()
-        self._restarted()
+        self.drag_finished(target=False)
 
     def random_restart(self) -> None:
         """Both fits from a new random start (finite in both directions)."""
         self.session.random_restart()
-        self._restarted()
-
-    def _restarted(self) -> None:
-        self.session.refresh_grid()
-        self.figure.label(self.session)
-        self.background.request_landscape("fits")
-        self.background.request_optima()
-        self.refresh()
+        self.drag_finished(target=False)
 
     def set_q(self, loc: float, scale: float, direction: str | None = None) -> None:
         """Moves ``q`` of ``direction`` (None: both) to ``N(loc, scale^2)``; its fit restarts."""
@@ -332,20 +282,15 @@ class Explorer:
 
     def add_mode(self, loc: float, scale: float | None = None, weight: float | None = None) -> None:
         """Adds a component (default: the median scale, the mean weight)."""
-        w, m, s = opts.mixture_arrays(self.session.target)
-        scale = float(np.median(s)) if scale is None else scale
-        weight = float(np.mean(w)) if weight is None else weight
-        self.set_target((np.append(w, weight), np.append(m, loc), np.append(s, scale)))
+        self.set_target(opts.with_mode(self.session.target, loc, scale, weight))
 
     def remove_mode(self, index: int) -> None:
         """Removes component ``index`` (never the last one)."""
         if self.session.target.num_components > 1:
-            self.set_target(
-                tuple(np.delete(a, index) for a in opts.mixture_arrays(self.session.target))
-            )
+            self.set_target(opts.without_mode(self.session.target, index))
 
     def drag_finished(self, target: bool) -> None:
-        """After a drag: the optima, the window, the landscape and the grid catch up."""
+        """After a drag or a restart: the grid, the window, landscape and optima catch up."""
         self.session.refresh_grid()
         self.figure.label(self.session)
         self.background.request_landscape("target" if target else "fits")
@@ -371,21 +316,37 @@ class Explorer:
 
     def savefig(self, path, **kwargs) -> None:
         """Saves the figure as it is on screen (animated artists included)."""
-        animated = self.figure.animated + self.figure.texts
-        for a in animated:
-            a.set_animated(False)
-        try:
-            self.fig.savefig(path, **kwargs)
-        finally:
-            for a in animated:
-                a.set_animated(self.figure.blit)
-            self.figure.needs_full = True
+        self.figure.savefig(path, **kwargs)
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.stop()
         self.background.close()
         self.figure.close()
+
+
+class Clock:
+    """Steps owed at ``speed`` steps per second since the last tick, and the measured rates."""
+
+    def __init__(self):
+        self.last, self.carry = None, 0.0
+        self.frames_per_s = self.steps_per_s = 0.0
+
+    def tick(self, speed: float, running: bool) -> int:
+        now = time.perf_counter()
+        n = 0
+        if self.last is not None and running:
+            dt = max(now - self.last, 1e-6)
+            self.carry += speed * min(dt, 0.5)
+            n = min(int(self.carry), MAX_STEPS_PER_FRAME)
+            self.carry -= n
+            self.frames_per_s += 0.1 * (1.0 / dt - self.frames_per_s)
+            self.steps_per_s += 0.1 * (n / dt - self.steps_per_s)
+        self.last = now if running else None
+        return n
+
+    def __str__(self) -> str:
+        return f"{self.steps_per_s:7,.0f} steps/s {self.frames_per_s:5.1f} frames/s"
 
 
 def explore(target=None, q0=_UNSET, **options) -> Explorer:
@@ -401,4 +362,4 @@ def explore(target=None, q0=_UNSET, **options) -> Explorer:
     return ex
 
 
-__all__ = ["Explorer", "explore"]
+__all__ = ["Clock", "Explorer", "explore"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from divjax.explorer import surface
 from divjax.explorer.compute import DIRECTIONS
+from divjax.explorer.session import warm
 from divjax.explorer.workers import Worker
 from divjax.landscape import default_window
 
@@ -82,7 +83,7 @@ class Background:
             return
         self.changes = merged
         self.ex.figure.message("compiling the new settings (the fits go on with the old ones) ...")
-        self.compile.submit("compile", new, functools.partial(session.warm, **merged))
+        self.compile.submit("compile", new, functools.partial(warm, session, **merged))
 
     def _update(self, changes: dict) -> None:
         session = self.ex.session

@@ -21,6 +21,7 @@ from matplotlib.transforms import Bbox, TransformedBbox
 from divjax.explorer.compute import DIRECTIONS
 from divjax.explorer.landscape_panel import LandscapePanel
 from divjax.explorer.panels import (
+    COORD_PLAIN,
     NEGATIVE,
     PLAIN,
     Q_STYLE,
@@ -184,8 +185,39 @@ class ExplorerFigure:
             if artist.get_visible():
                 artist.draw(event.renderer)
 
+    def savefig(self, path, **kwargs) -> None:
+        """Saves the figure as it is on screen (animated artists included)."""
+        animated = self.animated + self.texts
+        for a in animated:
+            a.set_animated(False)
+        try:
+            self.fig.savefig(path, **kwargs)
+        finally:
+            for a in animated:
+                a.set_animated(self.blit)
+            self.needs_full = True
+
     def close(self) -> None:
         plt.close(self.fig)
 
 
-__all__ = ["ExplorerFigure", "interactive"]
+def settings_line(session) -> str:
+    """One line saying how the fits step: gradient, optimizer, step size, coordinates, options."""
+    s, h, flags = session.settings, session.hyper, session.flags
+    grad = "exact gradients" if s.exact else f"Monte Carlo, K = {s.num_samples}"
+    t = max(session.step(d) for d in s.directions)
+    step = "SGD" if flags["optimizer"] == "sgd" else "Adam"
+    step += f" lr {h['learning_rate']:.3g}"
+    if h["decay"]:
+        step += f"/(1+{h['decay']:.3g}t) = {h['learning_rate'] / (1 + h['decay'] * t):.3g}"
+    parts = [grad, f"{step}, momentum {h['momentum']:.2f}"]
+    coords = ", ".join(COORD_PLAIN[s.parameterization])
+    parts.append(("natural gradient in " if flags["natural_gradient"] else "in ") + f"({coords})")
+    if session.clip:
+        parts.append(f"clip {session.clip_value:.3g}")
+    if flags["fixed_scale"]:
+        parts.append("σ fixed")
+    return " | ".join(parts)
+
+
+__all__ = ["ExplorerFigure", "interactive", "settings_line"]

@@ -50,6 +50,20 @@ def preset(name: str) -> dict:
     return dict(PRESETS[name])
 
 
+def merged(name: str | None, options: dict, target, q0, q0_default: bool) -> dict:
+    """Preset ``name``'s options overridden by ``options``, ``target`` and ``q0``.
+
+    ``q0_default``: ``q0`` is the caller's default, used only where the preset has none.
+    """
+    out = preset(name or "default")
+    out.update(options)
+    if target is not None:
+        out["target"] = target
+    if not q0_default or "q0" not in out:
+        out["q0"] = q0
+    return out
+
+
 def parse_divergence(divergence: str) -> tuple[str, tuple[str, ...]]:
     """``"kl"`` / ``"chi2"`` (both directions) or one divergence -> ``(kind, directions)``."""
     _checks.check_choice(divergence, DIVERGENCE_CHOICES, "divergence")
@@ -154,6 +168,19 @@ def mixture_arrays(target: GaussianMixture) -> tuple[np.ndarray, np.ndarray, np.
     return w / w.sum(), np.asarray(target.locs, np.float64), np.asarray(target.scales, np.float64)
 
 
+def with_mode(target, loc: float, scale: float | None = None, weight: float | None = None):
+    """``(weights, locs, scales)`` plus a component (default: the median scale, the mean weight)."""
+    w, m, s = mixture_arrays(target)
+    scale = float(np.median(s)) if scale is None else check_float(scale, "scale", 1e-6)
+    weight = float(np.mean(w)) if weight is None else check_float(weight, "weight", 1e-12)
+    return np.append(w, weight), np.append(m, check_float(loc, "loc")), np.append(s, scale)
+
+
+def without_mode(target, index: int):
+    """``(weights, locs, scales)`` of ``target`` without component ``index``."""
+    return tuple(np.delete(a, index) for a in mixture_arrays(target))
+
+
 def density_grid(target: GaussianMixture, qs, num: int, dtype) -> np.ndarray:
     """``num`` points covering the target and each ``q`` in ``qs`` (within reason)."""
     _, m, s = mixture_arrays(target)
@@ -214,6 +241,9 @@ __all__ = [
     "check_optimizer",
     "default_estimators",
     "density_grid",
+    "with_mode",
+    "without_mode",
+    "merged",
     "mixture_arrays",
     "monte_carlo_choices",
     "parse_divergence",

@@ -253,17 +253,9 @@ class Session:
     # --- settings -----------------------------------------------------------------
 
     def check_settings(self, settings: Settings, fixed_scale: bool | None = None) -> Settings:
-        """`ValueError` for combinations the fit cannot run (before anything changes)."""
+        """`check_settings` with this session's fixed-scale switch unless given."""
         fixed = self.flags["fixed_scale"] if fixed_scale is None else fixed_scale
-        if fixed and PARAMETERIZATIONS[settings.parameterization].scale_index is None:
-            valid = [n for n, p in PARAMETERIZATIONS.items() if p.scale_index is not None]
-            raise ValueError(
-                f"a fixed sigma needs coordinates with a scale-only coordinate; "
-                f"{settings.parameterization!r} has none (valid choices: {', '.join(valid)})"
-            )
-        if not settings.directions or not set(settings.directions) <= set(DIRECTIONS):
-            raise ValueError(f"directions must be a non-empty subset of {DIRECTIONS}")
-        return settings
+        return check_settings(settings, fixed)
 
     def update(self, **changes) -> None:
         """Changes `Settings` fields (validated first); the fits go on from their current ``q``."""
@@ -298,24 +290,6 @@ class Session:
     def is_compiled(self, **changes) -> bool:
         """Whether `update` with ``changes`` runs without compiling (`warm`ed or used before)."""
         return self.compile_key(dataclasses.replace(self.settings, **changes)) in _COMPILED
-
-    def warm(self, **changes) -> None:
-        """Compiles the programs of the settings ``changes`` would give, changing nothing.
-
-        Safe to call from a worker thread while the session runs (the window
-        does, so a change of settings never freezes it).
-        """
-        new = self.check_settings(dataclasses.replace(self.settings, **changes))
-        states = self._init([tuple(map(float, self.q(d))) for d in DIRECTIONS], [0, 0], new)
-        optima = jax.tree_util.tree_map(
-            lambda a: jnp.stack([a, a]), compute.pad_optima(None, self.dtype)[0]
-        )
-        out = compute.advance(
-            new, self.target, states, self.hyper_array, np.int32(0), self.x, optima,
-            np.zeros(2, bool), self.key,
-        )  # fmt: skip
-        jax.block_until_ready(out.value)
-        _COMPILED.add(self.compile_key(new))
 
     def set_hyper(self, **values) -> None:
         """Sets ``learning_rate``, ``momentum`` or ``decay`` (traced: no recompiling)."""
@@ -381,6 +355,38 @@ class OptimaBook:
         return have[1], have[0] != self.key(session, direction)
 
 
+def check_settings(settings: Settings, fixed_scale: bool = False) -> Settings:
+    """`ValueError` for combinations the fit cannot run (before anything changes)."""
+    if fixed_scale and PARAMETERIZATIONS[settings.parameterization].scale_index is None:
+        valid = [n for n, p in PARAMETERIZATIONS.items() if p.scale_index is not None]
+        raise ValueError(
+            f"a fixed sigma needs coordinates with a scale-only coordinate; "
+            f"{settings.parameterization!r} has none (valid choices: {', '.join(valid)})"
+        )
+    if not settings.directions or not set(settings.directions) <= set(DIRECTIONS):
+        raise ValueError(f"directions must be a non-empty subset of {DIRECTIONS}")
+    return settings
+
+
+def warm(session: Session, **changes) -> None:
+    """Compiles the programs of the settings ``changes`` would give, changing nothing.
+
+    Safe to call from a worker thread while the session runs (the window
+    does, so a change of settings never freezes it).
+    """
+    new = session.check_settings(dataclasses.replace(session.settings, **changes))
+    states = session._init([tuple(map(float, session.q(d))) for d in DIRECTIONS], [0, 0], new)
+    optima = jax.tree_util.tree_map(
+        lambda a: jnp.stack([a, a]), compute.pad_optima(None, session.dtype)[0]
+    )
+    out = compute.advance(
+        new, session.target, states, session.hyper_array, np.int32(0), session.x, optima,
+        np.zeros(2, bool), session.key,
+    )  # fmt: skip
+    jax.block_until_ready(out.value)
+    _COMPILED.add(session.compile_key(new))
+
+
 def find_optima(name: str, target, fixed_log_scale: float | None) -> Optima | None:
     """`divjax.optimal_q` (cached per target), or None where no minimum was verified."""
     try:
@@ -389,4 +395,4 @@ def find_optima(name: str, target, fixed_log_scale: float | None) -> Optima | No
         return None
 
 
-__all__ = ["MAX_PATH", "OptimaBook", "Session", "find_optima"]
+__all__ = ["MAX_PATH", "OptimaBook", "Session", "check_settings", "find_optima", "warm"]
