@@ -55,7 +55,8 @@ def agg(steps_per_frame: int, compute_steps: int) -> None:
     matplotlib.use("Agg")
     from divjax.explorer import Explorer
 
-    head = f"{'setting':<30}{'init s':>8}{'steps/s':>12}{'ms/frame':>10}{'update ms':>11}{'draw ms':>9}"
+    head = f"{'setting':<30}{'init s':>8}{'steps/s':>12}{'ms/frame':>10}"
+    head += f"{'update ms':>11}{'draw ms':>9}"
     print(head)
     print("-" * len(head))
     for label, options in SETTINGS:

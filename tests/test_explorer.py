@@ -308,7 +308,7 @@ def test_rug_shows_signed_contributions():
     both = aux._replace(  # (forward, reverse) rows; only the reverse one is shown
         samples=np.stack([np.asarray(aux.samples)] * 2), contributions=np.stack([c, c])
     )
-    frame = compute.Frame(*([None] * 12))._replace(aux=both)
+    frame = compute.Frame(*([None] * 14))._replace(aux=both)
     settings = compute.Settings(kind="chi2", directions=("reverse",), estimators=("snis2", "score"))
     session = type("S", (), {"frame": frame, "settings": settings})()
     fig, ax = plt.subplots()

@@ -51,7 +51,7 @@ class Explorer:
 
     def __init__(
         self, target=None, q0=_UNSET, *, preset: str | None = None, landscape: str | None = None,
-        running: bool = True, interval_ms: int = 15, blit: bool | None = None,
+        running: bool = True, interval_ms: int = 1, blit: bool | None = None,
         threads: bool | None = None, **options,
     ):  # fmt: skip
         chosen = opts.merged(

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import numpy as np
-
 from divjax.explorer import surface
 from divjax.explorer.compute import DIRECTIONS
 from divjax.explorer.session import warm
@@ -30,10 +28,6 @@ def _merge(old, new, refit: str | None):
         return new
     inside = all(a[0] <= b[0] and b[1] <= a[1] for a, b in zip(old, new))
     return old if inside else new
-
-
-def _target_key(target) -> tuple:
-    return tuple(np.asarray(a).tobytes() for a in target)
 
 
 class Background:
@@ -121,7 +115,7 @@ class Background:
         name = f"{s.settings.kind}_{self.ex.shown}"
         param = s.settings.parameterization
         num = MESH
-        key = (name, param, _target_key(s.target), self.window, num)
+        key = (name, param, s.target_key, self.window, num)
         if key == self.landscape_key:
             return
         self.landscape_key = key

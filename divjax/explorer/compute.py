@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from divjax import natural, status
@@ -113,6 +114,7 @@ class Frame(NamedTuple):
       path: ``(2, PATH_POINTS, 2)`` ``(loc, log_scale)`` recorded during the
         steps, valid where ``recorded`` (``(PATH_POINTS,)``).
       grad_norm: ``(2,)`` the last step's gradient norm.
+      step, num_blocks: ``(2,)`` the fits' step counts and completed status blocks.
     """
 
     states: tuple
@@ -127,6 +129,8 @@ class Frame(NamedTuple):
     path: jax.Array
     recorded: jax.Array
     grad_norm: jax.Array
+    step: jax.Array
+    num_blocks: jax.Array
 
 
 def _switched(transform, on) -> optax.GradientTransformation:
@@ -291,9 +295,8 @@ def light(state: FitState) -> FitState:
     return state._replace(opt_state=(), est_state=())
 
 
-@functools.partial(jax.jit, static_argnames=("view_of",))
-def view(view_of: tuple, target, states, x, optima, has_optima, key):
-    r"""Everything the panels draw about the fits' current state (see `Frame`).
+def view_tree(view_of: tuple, target, states, x, optima, has_optima, key, steps_out=None):
+    r"""Everything the panels draw about the fits' current state (`Frame`'s fields).
 
     Args:
       view_of: `Settings.view`, so changing the optimizer, the natural gradient, the
@@ -303,6 +306,7 @@ def view(view_of: tuple, target, states, x, optima, has_optima, key):
       optima: an `Optima` with ``(2, MAX_OPTIMA)`` leaves (NaN-padded), per direction.
       has_optima: ``(2,)`` bool; where False the status is judged without optima.
       key: the session's key; the draws shown use ``fold_in(fold_in(key, 7 + i), step)``.
+      steps_out: `run_steps`'s ``(path, recorded, grad_norm)``, passed through.
     """
     kind, estimators, num_samples, parameterization = view_of
     settings = Settings(kind=kind, estimators=estimators, num_samples=num_samples)
@@ -328,7 +332,42 @@ def view(view_of: tuple, target, states, x, optima, has_optima, key):
         dens_p=jnp.exp(target.log_prob(x)),
         dens_q=dens_q,
         log_w=log_w,
+        step=jnp.stack([s.step for s in states]),
+        num_blocks=jnp.stack([s.num_blocks for s in states]),
+        **dict(zip(("path", "recorded", "grad_norm"), steps_out or ())),
     )
+
+
+def _pack(tree) -> tuple[jax.Array, jax.Array]:
+    """Every leaf in two flat arrays, floats and integers (two transfers, not thirty)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    floats = [a.ravel() for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
+    ints = [
+        a.ravel().astype(jnp.int32) for a in leaves if not jnp.issubdtype(a.dtype, jnp.floating)
+    ]
+    return jnp.concatenate(floats), jnp.concatenate(ints)
+
+
+def _unpack(packed, like):
+    """The tree ``like`` (of ``jax.ShapeDtypeStruct``) filled from `_pack`'s arrays, in numpy."""
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    flat = [np.asarray(p) for p in packed]
+    at, out = [0, 0], []
+    for leaf in leaves:
+        k = 0 if jnp.issubdtype(leaf.dtype, jnp.floating) else 1
+        n = int(np.prod(leaf.shape))
+        out.append(flat[k][at[k] : at[k] + n].reshape(leaf.shape).astype(leaf.dtype))
+        at[k] += n
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@functools.partial(jax.jit, static_argnames=("view_of",))
+def view(view_of: tuple, target, states, x, optima, has_optima, key, steps_out):
+    """`view_tree`, packed (`_pack`)."""
+    return _pack(view_tree(view_of, target, states, x, optima, has_optima, key, steps_out))
+
+
+_SPECS: dict = {}  # (view_of, shapes) -> the unpacked tree's ShapeDtypeStructs
 
 
 def advance(
@@ -339,24 +378,32 @@ def advance(
     The fitted directions are traced (``settings.directions`` is not part of the
     compiled programs' static settings): switching one on or off never recompiles.
     """
-    active = jnp.asarray([d in settings.directions for d in DIRECTIONS])
+    active = np.asarray([d in settings.directions for d in DIRECTIONS])
     compiled = settings.compiled
-    states, path, recorded, grad_norm = run_steps(
-        compiled, target, states, hyper, active, num_steps, key
-    )
-    out = view(compiled.view, target, tuple(light(s) for s in states), x, optima, has_optima, key)
-    return Frame(states=states, path=path, recorded=recorded, grad_norm=grad_norm, **out)
+    states, *steps_out = run_steps(compiled, target, states, hyper, active, num_steps, key)
+    args = (target, tuple(light(s) for s in states), x, optima, has_optima, key, tuple(steps_out))
+    spec_key = (compiled.view, jax.tree_util.tree_structure(args), _shapes(args))
+    if spec_key not in _SPECS:
+        _SPECS[spec_key] = jax.eval_shape(functools.partial(view_tree, compiled.view), *args)
+    return Frame(states=states, **_unpack(view(compiled.view, *args), _SPECS[spec_key]))
+
+
+def _shapes(tree) -> tuple:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return tuple((jnp.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves)
 
 
 def pad_optima(optima: Optima | None, dtype) -> tuple[Optima, bool]:
-    """``optima`` padded with NaN rows to `MAX_OPTIMA` (``(Optima, has_optima)``)."""
-    nan = jnp.full((MAX_OPTIMA,), jnp.nan, dtype)
+    """``optima`` padded with NaN rows to `MAX_OPTIMA` (``(Optima, has_optima)``; numpy)."""
+    nan = np.full((MAX_OPTIMA,), np.nan, dtype)
     if optima is None:
         return Optima(Gaussian._make((nan, nan)), nan), False
     n = min(int(optima.value.shape[0]), MAX_OPTIMA)
 
     def pad(a):
-        return nan.at[:n].set(jnp.asarray(a, dtype)[:n])
+        out = nan.copy()
+        out[:n] = np.asarray(a, dtype)[:n]
+        return out
 
     return Optima(
         Gaussian._make((pad(optima.q.loc), pad(optima.q.log_scale))), pad(optima.value)

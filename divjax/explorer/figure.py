@@ -4,8 +4,9 @@ r"""The explorer's figure: layout, header texts, and drawing with blitting.
 blitting (TkAgg, QtAgg, ...), the static background (axes, ticks, legends,
 widgets, the landscape's surface) is cached after each full draw; a frame
 restores it, draws the changing artists on it and blits two regions (the
-fit column and the landscape). The texts, slow to render, are baked into the
-cached background at most every `TEXT_INTERVAL_S`. A full draw happens only
+fit column and the landscape; between text updates only the four panels).
+The texts, slow to render, are baked into the cached background every
+`TEXT_INTERVAL_S` (at once after a message or a hover). A full draw happens only
 when axis limits, labels, the landscape or the widgets changed. Elsewhere
 (ipympl, Agg) every frame is a full ``draw_idle``.
 """
@@ -33,7 +34,7 @@ from divjax.explorer.panels import (
 )
 
 FIGSIZE = (15.5, 8.8)
-TEXT_INTERVAL_S = 0.2
+TEXT_INTERVAL_S = 0.5
 STATUS_COLORS = {
     "converged": "#1B9E77",
     "started": "#555555",
@@ -49,7 +50,8 @@ WEIGHTS_RECT = (0.045, 0.30, 0.455, 0.18)
 RUG_RECT = (0.045, 0.055, 0.455, 0.17)
 LANDSCAPE_RECT = (0.555, 0.50, 0.225, 0.36)
 COLORBAR_RECT = (0.785, 0.50, 0.007, 0.36)
-BLIT_BOXES = ((0.0, 0.0, 0.515, 1.0), (0.525, 0.41, 0.83, 0.89))
+BLIT_BOXES = ((0.0, 0.0, 0.515, 1.0), (0.525, 0.41, 0.83, 0.99))
+PANELS_BOX = (0.04, 0.05, 0.505, 0.865)
 _NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "cairo", "pgf", "template"}
 
 
@@ -81,6 +83,10 @@ class ExplorerFigure:
         for artist in self.animated + self.texts:
             artist.set_animated(self.blit)
         self._boxes = [TransformedBbox(Bbox.from_extents(*b), fig.transFigure) for b in BLIT_BOXES]
+        self._panel_boxes = [  # the fit column's three panels, the landscape
+            TransformedBbox(Bbox.from_extents(*PANELS_BOX), fig.transFigure),
+            TransformedBbox(Bbox([[-0.01, -0.01], [1.01, 1.01]]), self.landscape.ax.transAxes),
+        ]
         self._bg = self._bg_text = None
         self.needs_full = True
         self._texts_dirty = True
@@ -121,10 +127,7 @@ class ExplorerFigure:
             self.needs_full |= panel.update(session)
         for d, text in self.text_status.items():
             on = d in session.settings.directions
-            line = f"{SHORT[d]}: {status[d]}" if on else ""
-            if text.get_text() != line:
-                self._texts_dirty = True
-            text.set_text(line)
+            text.set_text(f"{SHORT[d]}: {status[d]}" if on else "")
             text.set_color(STATUS_COLORS.get(status.get(d, "").split(" ")[0], "k"))
         self.text_speed.set_text(speed)
         self.text_settings.set_text(settings_line)
@@ -153,7 +156,8 @@ class ExplorerFigure:
             canvas.draw_idle() if interactive() else canvas.draw()
             return
         now = time.perf_counter()
-        if self._texts_dirty or now - self._text_time > TEXT_INTERVAL_S:
+        baked = self._texts_dirty or now - self._text_time > TEXT_INTERVAL_S
+        if baked:
             for bg in self._bg:
                 canvas.restore_region(bg)
             self._bake_texts(canvas.get_renderer(), now)
@@ -162,7 +166,8 @@ class ExplorerFigure:
         for artist in self.animated:
             if artist.get_visible():
                 self.fig.draw_artist(artist)
-        for box in self._boxes:
+        # The texts changed: the whole regions; else only the panels (a third of the pixels).
+        for box in self._boxes if baked else self._panel_boxes:
             canvas.blit(box)
 
     def _bake_texts(self, renderer, now) -> None:

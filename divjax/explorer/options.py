@@ -168,6 +168,11 @@ def mixture_arrays(target: GaussianMixture) -> tuple[np.ndarray, np.ndarray, np.
     return w / w.sum(), np.asarray(target.locs, np.float64), np.asarray(target.scales, np.float64)
 
 
+def target_key(target: GaussianMixture) -> tuple:
+    """The target's parameters as bytes, rounded (what its optima and landscape depend on)."""
+    return tuple(np.round(np.asarray(a, np.float64), 6).tobytes() for a in target)
+
+
 def with_mode(target, loc: float, scale: float | None = None, weight: float | None = None):
     """``(weights, locs, scales)`` plus a component (default: the median scale, the mean weight)."""
     w, m, s = mixture_arrays(target)
@@ -241,6 +246,7 @@ __all__ = [
     "check_optimizer",
     "default_estimators",
     "density_grid",
+    "target_key",
     "with_mode",
     "without_mode",
     "merged",

@@ -77,12 +77,13 @@ class Session:
             num_samples=options.check_num_samples(num_samples, ests),
             parameterization=get_parameterization(parameterization).name,
         )  # fmt: skip
-        self.states = None
+        self.states = self.frame = None
         self.flags = {"natural_gradient": False, "fixed_scale": False, "optimizer": "sgd"}
         self.set_flags(
             natural_gradient=natural_gradient, fixed_scale=fixed_scale, optimizer=optimizer
         )
         self.target = options.as_mixture(default_target() if target is None else target)
+        self.target_key = options.target_key(self.target)
         self.dtype = self.target.locs.dtype
         self.reseed(seed)
         self.hyper = {"learning_rate": 0.0, "momentum": 0.0, "decay": 0.0}
@@ -111,11 +112,10 @@ class Session:
 
     def advance(self, num_steps: int = 0) -> compute.Frame:
         """Takes ``num_steps`` steps of every fitted direction; returns (and keeps) the `Frame`."""
-        padded = [compute.pad_optima(self.book.get(self, d), self.dtype) for d in DIRECTIONS]
-        optima = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *(o for o, _ in padded))
+        optima, has = self.book.padded(self)
         out = compute.advance(
             self.settings, self.target, self.states, self.hyper_array, np.int32(num_steps),
-            self.x, optima, np.array([h for _, h in padded]), self.key,
+            self.x, optima, has, self.key,
         )  # fmt: skip
         self.states = out.states
         _COMPILED.add(self.compile_key(self.settings))
@@ -193,7 +193,8 @@ class Session:
         return Gaussian._make((np.float64(self.frame.loc[i]), np.float64(self.frame.log_scale[i])))
 
     def step(self, direction: str) -> int:
-        return int(self.states[DIRECTIONS.index(direction)].step)
+        """Steps the fit of ``direction`` has taken since its start."""
+        return int(self.frame.step[DIRECTIONS.index(direction)])
 
     def value(self, direction: str) -> float:
         """The exact divergence of ``direction`` at its ``q`` (``inf`` where infinite)."""
@@ -214,7 +215,7 @@ class Session:
     def describe(self, direction: str) -> str:
         """How the fit of ``direction`` stands (`divjax.status.FitStatus.describe`)."""
         st = self.fit_status(direction)
-        blocks = int(self.states[DIRECTIONS.index(direction)].num_blocks)
+        blocks = int(self.frame.num_blocks[DIRECTIONS.index(direction)])
         if not st.diverged and blocks < MIN_BLOCKS:
             need = MIN_BLOCKS * max(1, compute.WINDOW // fit_status.BLOCKS_PER_WINDOW)
             return f"started (judged from step {need} on)"
@@ -238,7 +239,7 @@ class Session:
         return self.book.job(self, direction)
 
     def set_optima(self, direction: str, key: tuple, optima: Optima | None) -> None:
-        self.book.store[direction] = (key, optima)
+        self.book.put(direction, key, optima)
 
     def compute_optima(self) -> None:
         """Computes every missing optimum now, in this thread."""
@@ -310,6 +311,7 @@ class Session:
     def set_target(self, target) -> None:
         """Replaces the target (the same number of modes does not recompile)."""
         self.target = options.as_mixture(target)
+        self.target_key = options.target_key(self.target)
         self.forgive()
 
     def refresh_grid(self) -> None:
@@ -324,14 +326,31 @@ class OptimaBook:
     def __init__(self, enabled: bool = True):
         self.enabled = bool(enabled)
         self.store: dict[str, tuple] = {}
+        self._padded = (0, None)  # (keys, what `padded` returned for them)
 
     @staticmethod
     def key(session: Session, direction: str) -> tuple:
         """What the optima of ``direction`` depend on: divergence, target, fixed scale."""
         q = session.q(direction)
         fixed = round(float(q.log_scale), 6) if session.flags["fixed_scale"] else None
-        leaves = tuple(np.round(np.asarray(a, np.float64), 6).tobytes() for a in session.target)
-        return (session.settings.name(direction), leaves, fixed)
+        return (session.settings.name(direction), session.target_key, fixed)
+
+    def put(self, direction: str, key: tuple, optima: Optima | None) -> None:
+        self.store[direction] = (key, optima)
+        self._padded = (0, None)
+
+    def padded(self, session: Session) -> tuple:
+        """``(Optima with (2, MAX_OPTIMA) leaves, (2,) has)`` for `compute.advance` (cached)."""
+        if session.frame is None:  # the first frame: nothing to compare with yet
+            keys = None
+        else:
+            keys = tuple(self.key(session, d) for d in DIRECTIONS)
+        if self._padded[0] != keys:
+            have = [None if keys is None else self.get(session, d) for d in DIRECTIONS]
+            rows = [compute.pad_optima(o, session.dtype) for o in have]
+            stacked = jax.tree_util.tree_map(lambda *a: np.stack(a), *(o for o, _ in rows))
+            self._padded = (keys, (stacked, np.array([h for _, h in rows])))
+        return self._padded[1]
 
     def wanted(self, session: Session) -> dict[str, tuple]:
         if not self.enabled:
