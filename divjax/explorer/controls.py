@@ -128,7 +128,7 @@ class Widgets:
 
         def slider(y, label, lo, hi, init, fn, fmt="%.3g"):
             widget = Slider(
-                fig.add_axes((0.62, y, 0.165, 0.022)), label, lo, hi, valinit=init, valfmt=fmt
+                fig.add_axes((0.62, y, 0.15, 0.022)), label, lo, hi, valinit=init, valfmt=fmt
             )
             widget.label.set_fontsize(8.5)
             widget.valtext.set_fontsize(8.5)

@@ -45,13 +45,13 @@ STATUS_COLORS = {
     "settled": "#555555",
 }
 # Figure-fraction rectangles (left, bottom, width, height).
-FIT_RECT = (0.045, 0.53, 0.455, 0.33)
-WEIGHTS_RECT = (0.045, 0.30, 0.455, 0.18)
-RUG_RECT = (0.045, 0.055, 0.455, 0.17)
+FIT_RECT = (0.065, 0.53, 0.435, 0.33)
+WEIGHTS_RECT = (0.065, 0.30, 0.435, 0.18)
+RUG_RECT = (0.065, 0.055, 0.435, 0.17)
 LANDSCAPE_RECT = (0.555, 0.50, 0.225, 0.36)
 COLORBAR_RECT = (0.785, 0.50, 0.007, 0.36)
 BLIT_BOXES = ((0.0, 0.0, 0.515, 1.0), (0.525, 0.41, 0.83, 0.99))
-PANELS_BOX = (0.04, 0.05, 0.505, 0.865)
+PANELS_BOX = (0.0, 0.05, 0.505, 0.865)
 _NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "cairo", "pgf", "template"}
 
 
@@ -70,15 +70,18 @@ class ExplorerFigure:
         self.rug = RugPanel(fig.add_axes(RUG_RECT, sharex=self.fit.ax))
         self.landscape = LandscapePanel(fig.add_axes(LANDSCAPE_RECT), fig.add_axes(COLORBAR_RECT))
         self.text_status = {
-            d: fig.text(0.045, 0.965 - 0.026 * i, "", fontsize=10.5, weight="bold")
+            d: fig.text(0.065, 0.965 - 0.026 * i, "", fontsize=10.5, weight="bold")
             for i, d in enumerate(DIRECTIONS)
         }
         self.text_speed = fig.text(0.50, 0.965, "", fontsize=9.5, ha="right", family="monospace")
-        self.text_q = fig.text(0.045, 0.89, "", fontsize=9, color=Q_STYLE["reverse"]["color"])
-        self.text_reason = fig.text(0.045, 0.872, "", fontsize=8, color=NEGATIVE)
+        self.text_q = fig.text(0.065, 0.89, "", fontsize=9, color=Q_STYLE["reverse"]["color"])
+        self.text_reason = fig.text(0.065, 0.872, "", fontsize=8, color=NEGATIVE)
         self.text_message = fig.text(0.555, 0.965, "", fontsize=9.5, color="#D95F02")
         self.text_settings = fig.text(0.555, 0.94, "", fontsize=8.5, color="0.25")
         canvas = fig.canvas
+        for name in ("header_visible", "toolbar_visible", "resizable"):  # ipympl: a clean canvas
+            if hasattr(canvas, name):
+                setattr(canvas, name, False)
         self.blit = bool(canvas.supports_blit if blit is None else blit) and interactive()
         for artist in self.animated + self.texts:
             artist.set_animated(self.blit)

@@ -118,8 +118,10 @@ class Pointer:
             ex.set_target((w, m, s), final=False)
 
     def on_release(self, event) -> None:
+        """Ends a drag where the mouse is let go (browsers send few motions: ipympl throttles)."""
         if self.drag is None:
             return
+        self.on_motion(event)
         kind, self.drag = self.drag[0], None
         self.ex.drag_finished(target=kind.startswith("mode"))
 
