@@ -77,7 +77,9 @@ class ExplorerFigure:
         self.text_q = fig.text(0.065, 0.89, "", fontsize=9, color=Q_STYLE["reverse"]["color"])
         self.text_reason = fig.text(0.065, 0.872, "", fontsize=8, color=NEGATIVE)
         self.text_message = fig.text(0.555, 0.965, "", fontsize=9.5, color="#D95F02")
-        self.text_settings = fig.text(0.555, 0.94, "", fontsize=8.5, color="0.25")
+        self.text_settings = fig.text(
+            0.555, 0.945, "", fontsize=8.5, color="0.25", va="top", linespacing=1.5
+        )
         canvas = fig.canvas
         for name in ("header_visible", "toolbar_visible", "resizable"):  # ipympl: a clean canvas
             if hasattr(canvas, name):
@@ -225,7 +227,7 @@ def settings_line(session) -> str:
         parts.append(f"clip {session.clip_value:.3g}")
     if flags["fixed_scale"]:
         parts.append("σ fixed")
-    return " | ".join(parts)
+    return " | ".join(parts[:2]) + "\n" + " | ".join(parts[2:])
 
 
 __all__ = ["ExplorerFigure", "interactive", "settings_line"]
