@@ -4,6 +4,7 @@ The data path is one straight line: target and family -> divergence ->
 estimator (a surrogate loss) -> ``jax.grad`` -> optax -> ``lax.scan`` -> ``vmap``.
 """
 
+from divjax import status
 from divjax.closed_forms import cross_entropy
 from divjax.coordinates import (
     PARAMETERIZATIONS,
@@ -39,15 +40,14 @@ from divjax.families import DiagGaussian, FullRankGaussian, Gaussian, MixtureGau
 from divjax.fit import (
     FitResult,
     FitState,
-    FitTrace,
     Fitter,
+    FitTrace,
     StepInfo,
     default_optimizer,
     fit,
     fitter,
 )
 from divjax.gradcheck import GradCheck, check_grad
-from divjax import status
 from divjax.landscape import hessian_eigenvalues, landscape_grid, path_values
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
 from divjax.optima import Optima, classify, optimal_q

@@ -87,4 +87,12 @@ def is_positive_definite(a: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(diag) & (diag > 0), -1)
 
 
-__all__ = ["cholesky", "inv_spd", "is_positive_definite", "logdet_spd", "solve_lower", "solve_spd", "solve_upper"]
+__all__ = [
+    "cholesky",
+    "inv_spd",
+    "is_positive_definite",
+    "logdet_spd",
+    "solve_lower",
+    "solve_spd",
+    "solve_upper",
+]

@@ -42,7 +42,9 @@ def run_chunked(advance, state, num_steps: int, *, desc: str, enabled: bool | No
     cache = {} if cache is None else cache
     jitted = cache.setdefault("advance", jax.jit(advance, static_argnums=1))
     start = time.perf_counter()
-    compiled = {n: cache.get(n) or cache.setdefault(n, jitted.lower(state, n).compile()) for n in lengths}
+    compiled = {
+        n: cache.get(n) or cache.setdefault(n, jitted.lower(state, n).compile()) for n in lengths
+    }
     compile_s = time.perf_counter() - start
     pieces = []
     start = time.perf_counter()

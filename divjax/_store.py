@@ -31,7 +31,11 @@ def describe(cfgs, num_seeds, num_steps, chunk, key, target, q0, parameterizatio
         "num_steps": int(num_steps),
         "seed_chunk": int(chunk),
         "key": np.asarray(jax.random.key_data(key)).tolist(),
-        "target": {"type": type(target).__name__, "leaves": leaves(target), "repr": repr(target)[:200]},
+        "target": {
+            "type": type(target).__name__,
+            "leaves": leaves(target),
+            "repr": repr(target)[:200],
+        },
         "q0": {"type": type(q0).__name__, "leaves": leaves(q0)},
         "parameterization": getattr(parameterization, "name", str(parameterization)),
         "dtype": str(jax.tree_util.tree_leaves(q0)[0].dtype),

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cache_dir() -> pathlib.Path:
-    """Where the persistent compilation cache lives: ``$XDG_CACHE_HOME/divjax/jax`` (or ``~/.cache``)."""
+    """The persistent compilation cache: ``$XDG_CACHE_HOME/divjax/jax`` (or ``~/.cache/...``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return pathlib.Path(base) / "divjax" / "jax"
 
@@ -66,7 +66,10 @@ def _target_args(parser, *, required: bool) -> None:
 
 def _step_args(parser) -> None:
     parser.add_argument(
-        "--learning-rate", type=float, default=0.05, help="step size (default: 0.05; negative ascends)"
+        "--learning-rate",
+        type=float,
+        default=0.05,
+        help="step size (default: 0.05; negative ascends)",
     )
     parser.add_argument("--momentum", type=float, default=0.9, help="momentum (default: 0.9)")
 
@@ -131,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--num-samples", type=int, default=16, help="K, 1 to 512 (default: 16)")
     _step_args(exp)
     exp.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
-    exp.add_argument("--steps-per-frame", type=int, default=10, help="steps per frame (default: 10)")
-    exp.add_argument("--preset", choices=("page",), default=None, help="page: the seed page's defaults")
+    exp.add_argument(
+        "--steps-per-frame", type=int, default=10, help="steps per frame (default: 10)"
+    )
+    exp.add_argument(
+        "--preset", choices=("page",), default=None, help="page: the seed page's defaults"
+    )
     rep = sub.add_parser(
         "reproduce", help="published results, reproduced: one entry per claim (see --list)",
         description="Measures a published claim with divjax, checks it on exact values and "
@@ -198,7 +205,9 @@ def run(args) -> int:
         valid = dj.DIVERGENCES + dj.ALPHA_DIVERGENCES
         _check_names(args.divergences, valid, "divergence")
         names = args.divergences or names
-        _check_names(args.estimators, sorted({e for n in names for e in dj.ESTIMATORS[n]}), "estimator")
+        _check_names(
+            args.estimators, sorted({e for n in names for e in dj.ESTIMATORS[n]}), "estimator"
+        )
         p = dj.GaussianMixture(args.weights, args.locs, args.scales)
         q0 = dj.Gaussian.from_loc_variance(*args.q0)
         ks, seeds, steps = tuple(args.num_samples), args.seeds, args.steps

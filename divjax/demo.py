@@ -1,4 +1,4 @@
-r"""The main job: every divergence x estimator x K over many seeds, one compiled sweep per divergence.
+r"""The main job: every divergence x estimator x K over many seeds, one sweep per divergence.
 
 `run_demo` fits ``q0`` to the target with every configuration, measures each
 estimator's gradient at ``q0`` (`divjax.grad_stats`, all K in one program),
@@ -83,7 +83,7 @@ def _first(tree):
 
 
 def make_row(run, stats, k_index: int) -> Row:
-    """The table row of one `divjax.sweeps.SweepRun` (``stats``: its estimator's GradStats or None)."""
+    """The table row of one `divjax.sweeps.SweepRun` (``stats``: its GradStats or None)."""
     st = run.status
     value = np.asarray(st.final_value, np.float64)
     masks = status.outcome_masks(st)
@@ -159,7 +159,9 @@ def write_tables(out: Path, rows: Sequence[Row]) -> list[Path]:
     return [out / "table.csv", out / "table.json"]
 
 
-def fits_for(names: Sequence[str], estimators: Sequence[str] | None = None) -> list[tuple[str, str]]:
+def fits_for(
+    names: Sequence[str], estimators: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
     """``(divergence, estimator)`` pairs: every estimator of each divergence, or those named."""
     fits = []
     for n in names:
@@ -219,7 +221,10 @@ def run_demo(
             rows.append(make_row(run, st, k_index))
             runs.append(run)
             echo(format_row(rows[-1]))
-        echo(f"  ({name}: one program, {len(res.runs)} configurations: compile {res.compile_s:.1f} s, run {res.run_s:.1f} s)")
+        echo(
+            f"  ({name}: one program, {len(res.runs)} configurations: "
+            f"compile {res.compile_s:.1f} s, run {res.run_s:.1f} s)"
+        )
     figures_s = 0.0
     if out is not None:
         out = Path(out)
@@ -253,7 +258,12 @@ def _figures(out, target, q0, runs, stats, optima, key, panel_samples) -> list[P
     return demo_figures(out, data)
 
 
-DEMO_ESTIMATORS = {"kl_forward": "snis", "kl_reverse": "reparam", "chi2_forward": "snis2", "chi2_reverse": "score_sn"}
+DEMO_ESTIMATORS = {
+    "kl_forward": "snis",
+    "kl_reverse": "reparam",
+    "chi2_forward": "snis2",
+    "chi2_reverse": "score_sn",
+}
 
 
 def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks=(4, 64),
@@ -270,7 +280,9 @@ def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks
             mc.setdefault(c.name, c.estimator)
         elif c.name not in fitted:
             fitted[c.name] = jax.tree_util.tree_map(lambda a: a[0], run.q)
-            notes[c.name] = jax.tree_util.tree_map(lambda a: a.reshape(-1)[0], run.status).describe()
+            notes[c.name] = jax.tree_util.tree_map(
+                lambda a: a.reshape(-1)[0], run.status
+            ).describe()
     trajectories, surfaces, auxes = {}, {}, {}
     for i, n in enumerate(names):
         mc.setdefault(n, DEMO_ESTIMATORS.get(n, ESTIMATORS[n][-1]))
@@ -289,7 +301,9 @@ def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks
         if q0.event_shape == ():
             starts = [(float(q0.loc), float(q0.log_scale))]
             surfaces[n] = surface(n, target, *default_window(target, starts))
-        auxes[n] = draw_aux(target, fitted[n], n, mc[n], panel_samples, jax.random.fold_in(k_aux, i))
+        auxes[n] = draw_aux(
+            target, fitted[n], n, mc[n], panel_samples, jax.random.fold_in(k_aux, i)
+        )
     anim = names[0]
     total = num_frames * steps_per_frame
     path, div = fit_paths(target, q0, anim, mc[anim], num_samples=16, num_steps=total, key=k_anim)
@@ -308,8 +322,10 @@ def timing_report(t: Timing) -> str:
     """Where the demo's time went, one line."""
     other = t.total_s - t.compile_s - t.run_s - t.optima_s - t.grad_stats_s - t.figures_s
     return (
-        f"time: {t.total_s:.1f} s = sweeps {t.compile_s:.1f} s compiling + {t.run_s:.1f} s running, "
-        f"optima {t.optima_s:.1f} s, grad_stats {t.grad_stats_s:.1f} s, figures {t.figures_s:.1f} s, "
+        f"time: {t.total_s:.1f} s = sweeps {t.compile_s:.1f} s compiling + "
+        f"{t.run_s:.1f} s running, "
+        f"optima {t.optima_s:.1f} s, grad_stats {t.grad_stats_s:.1f} s, "
+        f"figures {t.figures_s:.1f} s, "
         f"other {other:.1f} s"
     )
 

@@ -98,7 +98,11 @@ def infinite_variance(name: str, estimator: str, p, q, *, alpha=None) -> jax.Arr
     where it cannot be known (a log-density target or a `MixtureGaussian` q).
     """
     info = REGISTRY[(name, estimator)]
-    if info.variance_exponent is None or not isinstance(p, GaussianMixture) or q.family == "mixture":
+    if (
+        info.variance_exponent is None
+        or not isinstance(p, GaussianMixture)
+        or q.family == "mixture"
+    ):
         return jnp.zeros((), bool)
     return power_integral_infinite(frame(p, q), info.variance_exponent(alpha))
 
@@ -201,9 +205,20 @@ def _stats_one(name, estimator, alpha, target, q, key, k, num_draws, estimand, b
 
 @functools.partial(
     jax.jit,
-    static_argnames=("name", "groups", "alpha", "num_draws", "burn_in", "param", "exact_ok", "batched"),
+    static_argnames=(
+        "name",
+        "groups",
+        "alpha",
+        "num_draws",
+        "burn_in",
+        "param",
+        "exact_ok",
+        "batched",
+    ),
 )
-def _grad_stats(target, q, keys, *, name, groups, alpha, num_draws, burn_in, param, exact_ok, batched):
+def _grad_stats(
+    target, q, keys, *, name, groups, alpha, num_draws, burn_in, param, exact_ok, batched
+):
     """One program for several estimators: ``groups`` is ``((estimator, Ks), ...)``."""
 
     def per_q(q_):
@@ -212,8 +227,17 @@ def _grad_stats(target, q, keys, *, name, groups, alpha, num_draws, burn_in, par
             estimand = _estimand(name, estimator, alpha, target, q_, exact_ok)
             rows = [
                 _stats_one(
-                    name, estimator, alpha, target, q_, jax.random.fold_in(key, k), k, num_draws,
-                    estimand, burn_in, param,
+                    name,
+                    estimator,
+                    alpha,
+                    target,
+                    q_,
+                    jax.random.fold_in(key, k),
+                    k,
+                    num_draws,
+                    estimand,
+                    burn_in,
+                    param,
                 )  # fmt: skip
                 for k in ks
             ]
@@ -272,8 +296,12 @@ def grad_stats_many(
     from divjax.estimators import min_samples
 
     estimators = tuple(estimators)
-    ks_by_est = [tuple(int(k) for k in num_samples if k >= min_samples(e, name)) for e in estimators]
-    kw, target = _prepare(name, estimators, target, q, ks_by_est, num_draws, burn_in, parameterization, alpha)
+    ks_by_est = [
+        tuple(int(k) for k in num_samples if k >= min_samples(e, name)) for e in estimators
+    ]
+    kw, target = _prepare(
+        name, estimators, target, q, ks_by_est, num_draws, burn_in, parameterization, alpha
+    )
     keys = tuple(jax.random.fold_in(key, i) for i in range(len(estimators)))
     out = _grad_stats(target, q, keys, name=name, groups=tuple(zip(estimators, ks_by_est)), **kw)
     return dict(zip(estimators, out))
@@ -316,7 +344,9 @@ def grad_stats(
     """
     single = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
     ks = (int(num_samples),) if single else tuple(int(k) for k in num_samples)
-    kw, target = _prepare(name, (estimator,), target, q, [ks], num_draws, burn_in, parameterization, alpha)
+    kw, target = _prepare(
+        name, (estimator,), target, q, [ks], num_draws, burn_in, parameterization, alpha
+    )
     (out,) = _grad_stats(target, q, (key,), name=name, groups=((estimator, ks),), **kw)
     if single:
         out = _tree_map(lambda a: a[0], out)

@@ -196,7 +196,12 @@ def fitter(
     def parts(q):
         param = coordinates(q, parameterization, natural_gradient, fixed_scale)
         opt = wrap_optimizer(
-            base, param, natural=natural_gradient, damping=damping, clip_norm=clip_norm, fixed_scale=fixed_scale
+            base,
+            param,
+            natural=natural_gradient,
+            damping=damping,
+            clip_norm=clip_norm,
+            fixed_scale=fixed_scale,
         )
         return param, optax.with_extra_args_support(opt)
 
@@ -222,7 +227,12 @@ def fitter(
 
         (loss, (aux, est_state)), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = opt.update(
-            grad, state.opt_state, state.params, value=loss, grad=grad, value_fn=lambda x: loss_of(x)[0]
+            grad,
+            state.opt_state,
+            state.params,
+            value=loss,
+            grad=grad,
+            value_fn=lambda x: loss_of(x)[0],
         )
         params = optax.apply_updates(state.params, updates)
         q = to_q(params)
@@ -237,7 +247,12 @@ def fitter(
                 ~finite,
                 ~jnp.all((log_scales > lo) & (log_scales < hi)),
             ],
-            [status.NONFINITE_GRAD, status.OUT_OF_DOMAIN, status.NONFINITE_PARAMS, status.SCALE_OUT_OF_RANGE],
+            [
+                status.NONFINITE_GRAD,
+                status.OUT_OF_DOMAIN,
+                status.NONFINITE_PARAMS,
+                status.SCALE_OUT_OF_RANGE,
+            ],
             status.OK,
         ).astype(jnp.int32)
         alive = state.diverged_at < 0
@@ -421,9 +436,7 @@ def fit(
     q = f.q(state)
     dtype = jax.tree_util.tree_leaves(q0)[0].dtype
     final = _final_value(name, target, q, alpha=alpha) if exact else jnp.asarray(jnp.nan, dtype)
-    result_status = judge(
-        state, target, optima, final_value=final, tol=tol, move_tol=move_tol
-    )
+    result_status = judge(state, target, optima, final_value=final, tol=tol, move_tol=move_tol)
     return FitResult(q, trace, result_status)
 
 

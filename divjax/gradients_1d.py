@@ -23,7 +23,13 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from divjax import quadrature
-from divjax.closed_forms import chi2_forward_pairs, frame, log_power_integrand, log_ratios, power_terms
+from divjax.closed_forms import (
+    chi2_forward_pairs,
+    frame,
+    log_power_integrand,
+    log_ratios,
+    power_terms,
+)
 from divjax.families import Gaussian
 from divjax.integrals import q_rule
 

@@ -1,14 +1,14 @@
 r"""divjax families to and from numpyro, TFP-on-JAX and distrax distributions.
 
-=================  ===============================  ===============================  =================================
-divjax             numpyro                          TFP (``tfd``)                    distrax
-=================  ===============================  ===============================  =================================
-`Gaussian`         ``Normal``                       ``Normal``                       ``Normal``
-`DiagGaussian`     ``Normal(...).to_event(1)``      ``MultivariateNormalDiag``       ``MultivariateNormalDiag``
-`FullRankGaussian` ``MultivariateNormal``           ``MultivariateNormalTriL``       ``MultivariateNormalTri``
-`MixtureGaussian`  ``MixtureSameFamily`` of         ``MixtureSameFamily`` of         ``MixtureSameFamily`` of
-                   diagonal Gaussians               ``Independent(Normal)``          ``MultivariateNormalDiag``
-=================  ===============================  ===============================  =================================
+==================  ============================  ==========================  ==========================
+divjax              numpyro                       TFP (``tfd``)               distrax
+==================  ============================  ==========================  ==========================
+`Gaussian`          ``Normal``                    ``Normal``                  ``Normal``
+`DiagGaussian`      ``Normal(...).to_event(1)``   ``MultivariateNormalDiag``  ``MultivariateNormalDiag``
+`FullRankGaussian`  ``MultivariateNormal``        ``MultivariateNormalTriL``  ``MultivariateNormalTri``
+`MixtureGaussian`   ``MixtureSameFamily`` of      ``MixtureSameFamily`` of    ``MixtureSameFamily`` of
+                    diagonal Gaussians            ``Independent(Normal)``     ``MultivariateNormalDiag``
+==================  ============================  ==========================  ==========================
 
 ``to_numpyro(q)``, ``to_tfp(q)``, ``to_distrax(q)`` and ``to_distribution(q,
 library)`` build the library's distribution; `from_distribution` (any of the
@@ -40,7 +40,11 @@ LIBRARIES = ("numpyro", "tfp", "distrax")
 def library_of(d) -> str | None:
     """``"numpyro"``, ``"tfp"``, ``"distrax"`` or None, from the class's module."""
     mod = type(d).__module__
-    for prefix, lib in (("numpyro.", "numpyro"), ("tensorflow_probability.", "tfp"), ("distrax.", "distrax")):
+    for prefix, lib in (
+        ("numpyro.", "numpyro"),
+        ("tensorflow_probability.", "tfp"),
+        ("distrax.", "distrax"),
+    ):
         if mod.startswith(prefix):
             return lib
     return None
@@ -85,10 +89,16 @@ def to_numpyro(q):
 def _numpyro_diag(d):
     import numpyro.distributions as nd
 
-    if isinstance(d, nd.Independent) and isinstance(d.base_dist, nd.Normal) and d.reinterpreted_batch_ndims == 1:
+    if (
+        isinstance(d, nd.Independent)
+        and isinstance(d.base_dist, nd.Normal)
+        and d.reinterpreted_batch_ndims == 1
+    ):
         shape = tuple(d.batch_shape) + tuple(d.event_shape)
         base = d.base_dist
-        return jnp.broadcast_to(jnp.asarray(base.loc), shape), jnp.broadcast_to(jnp.asarray(base.scale), shape)
+        return jnp.broadcast_to(jnp.asarray(base.loc), shape), jnp.broadcast_to(
+            jnp.asarray(base.scale), shape
+        )
     return None
 
 
@@ -252,7 +262,9 @@ def as_mixture(d) -> GaussianMixture:
     if jnp.ndim(q.mean()) != len(q.event_shape):
         raise ValueError("as_mixture needs one distribution, not a batch")
     if q.family == "gaussian":
-        return GaussianMixture(jnp.ones(1), jnp.reshape(q.loc, (1,)), jnp.exp(jnp.reshape(q.log_scale, (1,))))
+        return GaussianMixture(
+            jnp.ones(1), jnp.reshape(q.loc, (1,)), jnp.exp(jnp.reshape(q.log_scale, (1,)))
+        )
     if q.family == "diag":
         return GaussianMixture(jnp.ones(1), q.loc[None], jnp.exp(q.log_scale)[None])
     if q.family == "full":

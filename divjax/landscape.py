@@ -129,7 +129,7 @@ class Surface(NamedTuple):
 
 
 def default_window(p, starts=()) -> tuple[tuple[float, float], tuple[float, float]]:
-    """A ``(loc_range, log_scale_range)`` covering a 1-D target and the ``(loc, log_scale)`` starts."""
+    """A ``(loc_range, log_scale_range)`` covering a 1-D target and the (loc, log_scale) starts."""
     m, s = np.asarray(p.locs, np.float64), np.asarray(p.scales, np.float64)
     sd = math.sqrt(float(p.variance()))
     locs = [m.min() - 2 * s.max(), m.max() + 2 * s.max()] + [float(a) for a, _ in starts]
@@ -147,19 +147,27 @@ def surface(
     log: bool | None = None,
     alpha=None,
 ) -> Surface:
-    """The divergence on a ``num x num`` mesh of ``(loc, log_scale)`` (``log(1 + D)`` for chi-squares)."""
+    """The divergence on a ``num x num`` (loc, log_scale) mesh (``log(1 + D)`` for chi-squares)."""
     alpha = check_divergence(name, alpha)
     if loc_range is None or log_scale_range is None:
         default = default_window(p)
         loc_range, log_scale_range = loc_range or default[0], log_scale_range or default[1]
     log = not name.startswith("kl") if log is None else log
-    _, _, values = landscape_grid(name, p, "mu_log_sigma", loc_range, log_scale_range, num, log=log, alpha=alpha)
+    _, _, values = landscape_grid(
+        name, p, "mu_log_sigma", loc_range, log_scale_range, num, log=log, alpha=alpha
+    )
     locs, logs = np.linspace(*loc_range, num), np.linspace(*log_scale_range, num)
     mesh_l, mesh_s = np.meshgrid(locs, logs)
-    fine_l, fine_s = np.meshgrid(np.linspace(*loc_range, 4 * num), np.linspace(*log_scale_range, 8 * num))
+    fine_l, fine_s = np.meshgrid(
+        np.linspace(*loc_range, 4 * num), np.linspace(*log_scale_range, 8 * num)
+    )
     dtype = p.locs.dtype
-    inf = _infinite(p, jnp.asarray(fine_l, dtype), jnp.asarray(fine_s, dtype), name=name, alpha=alpha)
-    return Surface(name, log, mesh_l, mesh_s, np.asarray(values, np.float64), fine_l, fine_s, np.asarray(inf))
+    inf = _infinite(
+        p, jnp.asarray(fine_l, dtype), jnp.asarray(fine_s, dtype), name=name, alpha=alpha
+    )
+    return Surface(
+        name, log, mesh_l, mesh_s, np.asarray(values, np.float64), fine_l, fine_s, np.asarray(inf)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha"))

@@ -98,7 +98,7 @@ def _objective(name, alpha, p, family, fixed, rule):
 
 
 def _search_rule(name, alpha, p):
-    """The Gauss-Hermite rule of the search (``None``: search on the exact value, which is cheap)."""
+    """The Gauss-Hermite rule of the search (``None``: search on the exact value, it is cheap)."""
     a = divergences.exponent(name, alpha)
     if name == "kl_forward" or a in (-1.0, 0.0, 1.0) or p.num_components == 1:
         return None

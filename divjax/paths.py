@@ -32,7 +32,9 @@ def _optimizer(kind: str):
 @functools.partial(
     jax.jit, static_argnames=("name", "estimator", "alpha", "num_samples", "num_steps", "optimizer")
 )
-def _paths(target, q0, keys, lrs, moms, *, name, estimator, alpha, num_samples, num_steps, optimizer):
+def _paths(
+    target, q0, keys, lrs, moms, *, name, estimator, alpha, num_samples, num_steps, optimizer
+):
     f = fitter(
         target, name, estimator, num_samples=num_samples, alpha=alpha,
         optimizer=_optimizer(optimizer), window=max(1, num_steps // 10),
@@ -50,7 +52,9 @@ def _paths(target, q0, keys, lrs, moms, *, name, estimator, alpha, num_samples, 
 
         state, qs = jax.lax.scan(body, state, None, length=num_steps)
         start = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None].astype(a.dtype), q_start)
-        return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), start, qs), state.diverged_at
+        return jax.tree_util.tree_map(
+            lambda a, b: jnp.concatenate([a, b]), start, qs
+        ), state.diverged_at
 
     return jax.vmap(one)(q0, keys, lrs, moms)
 
@@ -83,7 +87,9 @@ def fit_paths(
       (the start first; frozen after a divergence) and ``diverged_at`` ``(S,)``.
     """
     _checks.check_choice(optimizer, OPTIMIZERS, "optimizer")
-    _, alpha, target = check_estimator(name, estimator, target, max(int(num_samples), 1), alpha=alpha)
+    _, alpha, target = check_estimator(
+        name, estimator, target, max(int(num_samples), 1), alpha=alpha
+    )
     check_pair(target, q0)
     target = as_target(target, q0.event_shape)
     num_steps = _checks.check_int(num_steps, "num_steps", 1)
@@ -98,7 +104,8 @@ def fit_paths(
     )
     path, div = _paths(
         target, starts, jax.random.split(key, n),
-        jnp.asarray(np.broadcast_to(lrs, (n,)), dtype), jnp.asarray(np.broadcast_to(moms, (n,)), dtype),
+        jnp.asarray(np.broadcast_to(lrs, (n,)), dtype),
+        jnp.asarray(np.broadcast_to(moms, (n,)), dtype),
         name=name, estimator=estimator, alpha=alpha, num_samples=max(int(num_samples), 1),
         num_steps=num_steps, optimizer=optimizer,
     )  # fmt: skip

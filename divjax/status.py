@@ -91,7 +91,9 @@ class FitStatus(NamedTuple):
         where = "the global optimum" if opt == 0 else f"local optimum #{opt}"
         if bool(self.moving):
             near = f", near {where}" if opt >= 0 else ""
-            return f"still moving (the average moved {float(self.drift):.3g} in the last window{near})"
+            return (
+                f"still moving (the average moved {float(self.drift):.3g} in the last window{near})"
+            )
         if opt >= 0:
             return f"converged to {where}"
         if opt == STUCK:

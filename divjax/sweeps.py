@@ -78,7 +78,7 @@ class SweepResult(NamedTuple):
 
 
 def all_fits(names: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """Every (divergence, estimator) pair of `divjax.ESTIMATORS` for ``names`` (default: the four)."""
+    """Every (divergence, estimator) pair of `divjax.ESTIMATORS` for ``names`` (default: four)."""
     return [(n, e) for n in (names or DIVERGENCES) for e in ESTIMATORS[n]]
 
 
@@ -217,8 +217,14 @@ def sweep(
     window = max(1, num_steps // 10)
     fitters = [
         fitter(
-            target, c.name, c.estimator, num_samples=max(c.num_samples, 1), alpha=c.alpha,
-            optimizer=optimizers[c.optimizer], parameterization=parameterization, window=window,
+            target,
+            c.name,
+            c.estimator,
+            num_samples=max(c.num_samples, 1),
+            alpha=c.alpha,
+            optimizer=optimizers[c.optimizer],
+            parameterization=parameterization,
+            window=window,
         )  # fmt: skip
         for c in cfgs
     ]
@@ -236,7 +242,11 @@ def sweep(
     if store is not None:
         template = jax.eval_shape(functools.partial(_init, program), seed_keys[:chunk])
         template = [s for s, _ in template]
-    for i in tqdm(range(num_chunks), desc="seed chunks", disable=num_chunks == 1 or not _progress.bar_enabled(progress)):
+    for i in tqdm(
+        range(num_chunks),
+        desc="seed chunks",
+        disable=num_chunks == 1 or not _progress.bar_enabled(progress),
+    ):
         saved = store.load(i, template) if store is not None else None
         if saved is None:
             idx = np.minimum(np.arange(i * chunk, (i + 1) * chunk), num_seeds - 1)  # pad the last
@@ -244,12 +254,17 @@ def sweep(
             states, timing = _run_chunk(program, keys, num_steps, progress, compiled)
             compile_s, run_s = compile_s + timing.compile_s, run_s + timing.run_s
             n = min(chunk, num_seeds - i * chunk)
-            saved = [jax.tree_util.tree_map(lambda a, n=n, e=e: a if e else a[:n], s) for s, e in zip(states, exact)]
+            saved = [
+                jax.tree_util.tree_map(lambda a, n=n, e=e: a if e else a[:n], s)
+                for s, e in zip(states, exact)
+            ]
             if store is not None:
                 store.save(i, saved)
         chunks.append(saved)
     states = [
-        chunks[0][j] if exact[j] else jax.tree_util.tree_map(lambda *a: np.concatenate(a), *(c[j] for c in chunks))
+        chunks[0][j]
+        if exact[j]
+        else jax.tree_util.tree_map(lambda *a: np.concatenate(a), *(c[j] for c in chunks))
         for j in range(len(cfgs))
     ]
     runs = _finish(program, states, target, q0, optima, num_seeds, tol, move_tol)

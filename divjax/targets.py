@@ -68,7 +68,9 @@ def _validated(log_w, locs, scales, covs):
     else:
         covs = _checks.spd_matrices(covs, "covs")
         if covs.shape != locs.shape + locs.shape[1:]:
-            raise ValueError(f"covs must be (M, d, d) = {locs.shape + locs.shape[1:]}, got {covs.shape}")
+            raise ValueError(
+                f"covs must be (M, d, d) = {locs.shape + locs.shape[1:]}, got {covs.shape}"
+            )
         trils = np.linalg.cholesky(covs)
     dtype = jnp.result_type(float)
     return tuple(jnp.asarray(a, dtype) for a in (log_w, locs, trils))
@@ -118,7 +120,7 @@ class GaussianMixture(_MixtureParams):
 
     @classmethod
     def from_log_weights(cls, log_weights, locs, scales=None, *, covs=None) -> GaussianMixture:
-        """The same target from ``log w_k`` (any finite reals), e.g. for weights beyond float range."""
+        """The same target from ``log w_k`` (any finite reals): weights beyond the float range."""
         if not _checks.is_concrete(log_weights, locs):
             return cls._make(_traced(log_weights, locs, scales, covs))
         log_w = np.atleast_1d(_checks.numeric(log_weights, "log_weights"))
@@ -350,7 +352,9 @@ class LogDensity:
 
 
 jax.tree_util.register_pytree_node(
-    LogDensity, lambda t: ((), t._key()), lambda k, _: LogDensity(k[0], k[1], batched=k[2], normalized=k[3])
+    LogDensity,
+    lambda t: ((), t._key()),
+    lambda k, _: LogDensity(k[0], k[1], batched=k[2], normalized=k[3]),
 )
 
 

@@ -27,7 +27,9 @@ def snis_dreg(draw: Draw, alpha=None) -> Spec:
     """
     log_w = draw.log_weights
     w = jax.nn.softmax(log_w)
-    return Spec(kl_forward_value(log_w), lambda q_: -(w - w**2) * _log_w(q_, draw, True), zero(log_w))
+    return Spec(
+        kl_forward_value(log_w), lambda q_: -(w - w**2) * _log_w(q_, draw, True), zero(log_w)
+    )
 
 
 def iwae(draw: Draw, alpha=None) -> Spec:

@@ -99,7 +99,8 @@ def renyi_reverse_reparam(draw: Draw, alpha) -> Spec:
 
 
 def renyi_forward_reparam(draw: Draw, alpha) -> Spec:
-    r"""Reparameterized gradient for ``D_alpha(p || q)``: ``alpha/(alpha-1) sum_i u_i grad log w(z_i)``.
+    r"""Reparameterized gradient of ``D_alpha(p || q)``:
+    ``alpha/(alpha-1) sum_i u_i grad log w(z_i)``.
 
     ``u = softmax(alpha log w)``. Consistent for ``grad D_alpha(p || q)``;
     undefined at ``alpha = 1``.

@@ -116,7 +116,8 @@ def score_chi2(draw: Draw, alpha=None) -> Spec:
 
 
 def score_sn(draw: Draw, alpha=None) -> Spec:
-    r"""Self-normalized score function for ``chi2_reverse``: ``2 sum_i v_i s(x_i)``, ``v = softmax(-log w)``.
+    r"""Self-normalized score function for ``chi2_reverse``: ``2 sum_i v_i s(x_i)``,
+    ``v = softmax(-log w)``.
 
     Consistent for ``grad log(1 + chi^2(q || p))`` (the Renyi divergence of
     order 2), bias ``O(1/K)``; invariant to the scale of ``p~``.
@@ -208,7 +209,7 @@ def amari_score(draw: Draw, alpha) -> Spec:
 
 
 def hellinger_score(draw: Draw, alpha=None) -> Spec:
-    r"""Score function for the squared Hellinger distance: `amari_score` at ``alpha = 1/2``, over 4."""
+    r"""Score function for the squared Hellinger distance: `amari_score` at alpha = 1/2, / 4."""
     s = amari_score(draw, 0.5)
     return Spec(0.25 * s.value, lambda q_: 0.25 * s.terms(q_), s.log_scale)
 
