@@ -1,14 +1,14 @@
 r"""divjax families to and from numpyro, TFP-on-JAX and distrax distributions.
 
-==================  ============================  ==========================  ==========================
-divjax              numpyro                       TFP (``tfd``)               distrax
-==================  ============================  ==========================  ==========================
-`Gaussian`          ``Normal``                    ``Normal``                  ``Normal``
-`DiagGaussian`      ``Normal(...).to_event(1)``   ``MultivariateNormalDiag``  ``MultivariateNormalDiag``
-`FullRankGaussian`  ``MultivariateNormal``        ``MultivariateNormalTriL``  ``MultivariateNormalTri``
-`MixtureGaussian`   ``MixtureSameFamily`` of      ``MixtureSameFamily`` of    ``MixtureSameFamily`` of
-                    diagonal Gaussians            ``Independent(Normal)``     ``MultivariateNormalDiag``
-==================  ============================  ==========================  ==========================
+=================  Each divjax family and its distribution in numpyro / TFP (``tfd``) / distrax:
+
+- `Gaussian`: ``Normal`` / ``Normal`` / ``Normal``.
+- `DiagGaussian`: ``Normal(...).to_event(1)`` / ``MultivariateNormalDiag`` /
+  ``MultivariateNormalDiag``.
+- `FullRankGaussian`: ``MultivariateNormal`` / ``MultivariateNormalTriL`` /
+  ``MultivariateNormalTri``.
+- `MixtureGaussian`: ``MixtureSameFamily`` of diagonal Gaussians / of
+  ``Independent(Normal)`` / of ``MultivariateNormalDiag``.
 
 ``to_numpyro(q)``, ``to_tfp(q)``, ``to_distrax(q)`` and ``to_distribution(q,
 library)`` build the library's distribution; `from_distribution` (any of the
