@@ -1,6 +1,6 @@
 r"""divjax families to and from numpyro, TFP-on-JAX and distrax distributions.
 
-=================  Each divjax family and its distribution in numpyro / TFP (``tfd``) / distrax:
+Each divjax family and its distribution in numpyro / TFP (``tfd``) / distrax:
 
 - `Gaussian`: ``Normal`` / ``Normal`` / ``Normal``.
 - `DiagGaussian`: ``Normal(...).to_event(1)`` / ``MultivariateNormalDiag`` /
