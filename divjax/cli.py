@@ -14,6 +14,8 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from divjax.explorer import cli as explorer_cli
+
 DEMO = dict(
     weights=(0.3, 0.7),
     locs=(-2.0, 3.0),
@@ -137,9 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--steps-per-frame", type=int, default=10, help="steps per frame (default: 10)"
     )
-    exp.add_argument(
-        "--preset", choices=("page",), default=None, help="page: the seed page's defaults"
-    )
+    explorer_cli.add_arguments(exp)  # --preset, --speed, --optimizer, ... (defaults None)
+    exp.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
     rep = sub.add_parser(
         "reproduce", help="published results, reproduced: one entry per claim (see --list)",
         description="Measures a published claim with divjax, checks it on exact values and "
@@ -237,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "explore":
         from divjax.explorer import run_cli
 
+        if not args.no_cache:
+            enable_cache(cache_dir())
         return run_cli(args)
     if args.command == "reproduce":
         from divjax.gallery.runner import run_cli as reproduce

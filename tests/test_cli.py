@@ -48,9 +48,30 @@ def test_bad_input_is_one_line_on_stderr(capsys):
     assert err.value.code == 2
     msg = capsys.readouterr().err.strip().splitlines()
     assert len(msg) == 1 and msg[0].startswith("divjax: error:")
-    bad = ["compare", "--weights", "1", "--locs", "0", "--scales", "1", "--divergences", "kl_sideways"]
+    bad = [
+        "compare",
+        "--weights",
+        "1",
+        "--locs",
+        "0",
+        "--scales",
+        "1",
+        "--divergences",
+        "kl_sideways",
+    ]
     assert cli.main(bad + ["--no-cache"]) == 2
     assert "valid choices" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, value, valid",
+    [("--preset", "nope", "page"), ("--parameterization", "foo", "expectation")],
+)
+def test_explore_flags_are_checked_before_a_window_opens(capsys, monkeypatch, flag, value, valid):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assert cli.main(["explore", flag, value, "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert f"{value!r}" in err and "valid choices" in err and valid in err
 
 
 def test_version_and_module_entry_point(capsys):
