@@ -153,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="divjax_gallery", help="figures and records folder")
     rep.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     rep.add_argument("--no-figures", action="store_true", help="print only")
-    rep.add_argument("--table", metavar="FILE", help="write the summary table (markdown)")
+    rep.add_argument(
+        "--table", metavar="FILE",
+        help="write the summary table (markdown); into a file with the gallery-table markers "
+        "(README.md), between them",
+    )  # fmt: skip
     rep.add_argument("--docs", metavar="FILE", help="write the gallery page (figures in img/)")
     rep.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
     return parser

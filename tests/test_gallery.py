@@ -141,6 +141,8 @@ def test_seed_page_claims_are_found_wrong():
 
 
 def test_cli_list_and_one_entry_end_to_end(tmp_path, capsys):
+    readme = "# title\n\n<!-- gallery table: start -->\nold\n<!-- gallery table: end -->\n\nkept\n"
+    (tmp_path / "README.md").write_text(readme)
     assert cli.main(["reproduce", "--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ENTRIES)
@@ -154,7 +156,7 @@ def test_cli_list_and_one_entry_end_to_end(tmp_path, capsys):
             "--out",
             str(tmp_path / "out"),
             "--table",
-            str(tmp_path / "table.md"),
+            str(tmp_path / "README.md"),
             "--docs",
             str(tmp_path / "docs" / "gallery.md"),
         ]
@@ -164,7 +166,10 @@ def test_cli_list_and_one_entry_end_to_end(tmp_path, capsys):
     assert "verdict: no: divjax finds it wrong" in out
     rec = json.loads((tmp_path / "out" / "seed_page.json").read_text())
     assert rec["confirmed"] and (tmp_path / "out" / "seed_page.png").stat().st_size > 10_000
-    assert "| claim | source | measured | holds? |" in (tmp_path / "table.md").read_text()
+    text = (tmp_path / "README.md").read_text()  # the table between the markers, the rest kept
+    assert text.startswith("# title\n\n<!-- gallery table: start -->\n| claim | source |")
+    assert "\nold\n" not in text and text.endswith("<!-- gallery table: end -->\n\nkept\n")
+    assert "](docs/gallery.md#seed-page)" in text
     page = (tmp_path / "docs" / "gallery.md").read_text()
     assert "](img/seed_page.png)" in page and (tmp_path / "docs" / "img" / "seed_page.png").exists()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -106,11 +107,11 @@ def load(out: str | Path, names: Sequence[str] = ENTRIES) -> list[dict]:
     ]
 
 
-def summary_table(records: Sequence[dict]) -> str:
-    """The markdown table ``claim | source | measured | holds?``."""
+def summary_table(records: Sequence[dict], page: str = "") -> str:
+    """The markdown table ``claim | source | measured | holds?`` (links to ``page#entry``)."""
     rows = [
         (
-            f"[{r['title']}](#{r['name'].replace('_', '-')})",
+            f"[{r['title']}]({page}#{r['name'].replace('_', '-')})",
             _short_source(r["source"]),
             r["measured"],
             r["verdict_text"],
@@ -187,8 +188,8 @@ def run(
         reproduce(n, size=size, out=out, seed=seed, figures=figures, echo=echo) for n in names
     ]
     if table_path is not None:
-        Path(table_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(table_path).write_text(summary_table(records) + "\n")
+        page = "" if docs_path is None else os.path.relpath(docs_path, Path(table_path).parent)
+        write_table(table_path, summary_table(records, page))
     if docs_path is not None:
         docs = Path(docs_path)
         img = docs.parent / "img"
@@ -205,6 +206,22 @@ def run(
             f"{math.ceil(total)} s"
         )
     return 0 if all(r["confirmed"] for r in records) else 1
+
+
+TABLE_START, TABLE_END = "<!-- gallery table: start -->", "<!-- gallery table: end -->"
+
+
+def write_table(path: str | Path, table: str) -> None:
+    """Writes ``table`` to ``path``, or between its marker lines where it has them (a README)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    if TABLE_START in text and TABLE_END in text:
+        head, rest = text.split(TABLE_START, 1)
+        tail = rest.split(TABLE_END, 1)[1]
+        path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table + "\n")
 
 
 def listing() -> str:
@@ -248,6 +265,7 @@ def run_cli(args) -> int:
 __all__ = [
     "gallery_page",
     "listing",
+    "write_table",
     "load",
     "report",
     "reproduce",

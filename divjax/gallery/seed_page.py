@@ -31,8 +31,8 @@ from divjax.gallery import _common as C
 from divjax.targets import default_target
 
 NAME = "seed_page"
-TITLE = "Seed page: reverse χ² is not push-only; forward χ² has a closed form"
-SOURCE = "Interactive Divergence Fitting, divjax's seed page (after Tim Vieira's KL-fitting post)"
+TITLE = "An interactive divergence page: reverse χ² is not push-only; forward χ² has a closed form"
+SOURCE = "Interactive Divergence Fitting, a web page (after Tim Vieira's post on KL fitting)"
 STATEMENT = (
     "Reverse chi-square MC gradients: the weights are always negative, so the gradient only pushes "
     "q away from regions where it overestimates p, never pulling toward high-p modes. Forward "
