@@ -5,6 +5,7 @@ float64, tested in test_optima) except where the default path (``optima=None``,
 `divjax.optimal_q` cached per target) is the point of the test.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -362,21 +363,26 @@ def test_fit_carries_the_msc_state():
 # --- the step-level API: fitter -----------------------------------------------------------
 
 
-def test_fitter_step_under_jit_matches_a_hand_written_optax_step():
+@pytest.mark.parametrize("transform", [jax.jit, lambda fn: fn], ids=["jit", "no_jit"])
+def test_fitter_step_matches_a_hand_written_optax_step(transform):
     f = dj.fitter(P, "kl_reverse", "reparam", num_samples=4, optimizer=optax.sgd(0.01))
-    state = f.init(Q0, KEY)
-    step = jax.jit(f.step)
-    new, info = step(state, jax.random.key(7))
+    state = transform(f.init)(Q0, KEY)
+    new, info = transform(f.step)(state, jax.random.key(7))
     loss_fn = dj.surrogate("kl_reverse", "reparam", P, 4)
     (loss, aux), g = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(Q0, jax.random.key(7))
     theta = np.array([Q0.loc, Q0.log_scale]) - 0.01 * np.array([g.loc, g.log_scale])
-    np.testing.assert_allclose(new.params, theta, rtol=1e-6)
-    np.testing.assert_allclose(info.loss, loss, rtol=1e-6)
-    np.testing.assert_allclose(info.grad_norm, np.hypot(g.loc, g.log_scale), rtol=1e-6)
-    np.testing.assert_allclose(info.ess, aux.ess, rtol=1e-6)
+    # chex compares whole pytrees: the state keeps its structure, shapes and dtypes.
+    chex.assert_trees_all_equal_structs(new, state)
+    chex.assert_trees_all_equal_shapes_and_dtypes(new, state)
+    chex.assert_trees_all_close(new.params, jnp.asarray(theta, new.params.dtype), rtol=1e-6)
+    chex.assert_trees_all_close(
+        (info.loss, info.grad_norm, info.ess), (loss, jnp.hypot(g.loc, g.log_scale), aux.ess),
+        rtol=1e-6,
+    )  # fmt: skip
     assert int(new.step) == 1 and int(new.diverged_at) == -1 and new.est_state == ()
     q = f.q(new)
-    assert isinstance(q, dj.Gaussian) and float(q.loc) == pytest.approx(float(theta[0]))
+    assert isinstance(q, dj.Gaussian)
+    chex.assert_trees_all_close(q, dj.Gaussian(theta[0], theta[1]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("d", [1, 2])
