@@ -1,6 +1,6 @@
 r"""The interactive explorer: drag the target and ``q``, watch gradient descent fit it live.
 
-`explore` (``divjax explore``) opens the seed page as a matplotlib figure:
+`explore` (``divjax explore``) opens the interactive divergence page as a matplotlib figure:
 the fit panel (the target, forward and reverse ``q`` side by side, the
 optima), the importance weights and the signed gradient rug of one Monte
 Carlo draw, the live divergence landscape over ``q``'s two coordinates with

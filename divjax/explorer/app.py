@@ -35,7 +35,7 @@ class Explorer:
     Args:
       target: a 1-D `divjax.GaussianMixture` or ``(weights, locs, scales)``.
       q0: the start (default ``N(0, 5)``; None: a random start).
-      preset: ``"page"`` (the seed page's settings; see `divjax.explorer.options`)
+      preset: ``"page"`` (the interactive divergence page's settings; see `divjax.explorer.options`)
         or ``"default"``; explicit arguments override it.
       landscape: the direction whose divergence the landscape shows
         (default: reverse where fitted).

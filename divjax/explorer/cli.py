@@ -31,7 +31,7 @@ LEGACY_DEFAULTS = {
     "steps_per_frame": 10,
 }
 NEW_FLAGS = {  # attribute: (type, help); every default is None ("not given")
-    "preset": (str, "page: the seed page's settings (target, K = 64, decaying step size, ...)"),
+    "preset": (str, "page: the interactive divergence page's settings (K = 64, ...)"),
     "speed": (float, "steps per second while running (default: 30 x --steps-per-frame)"),
     "optimizer": (str, "sgd (with momentum) or adam (default: sgd)"),
     "decay": (float, "step-size decay: step t has size lr / (1 + decay t) (default: 0)"),

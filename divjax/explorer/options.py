@@ -1,6 +1,6 @@
 r"""The explorer's options: presets, input checks and the random start (pure functions).
 
-``preset="page"`` is the seed page's setting: the target ``0.5 N(-3, 0.9^2) +
+``preset="page"`` is the interactive divergence page's setting: the target ``0.5 N(-3, 0.9^2) +
 0.5 N(2, 0.7^2)``, ``K = 64``, plain SGD with step size ``0.08`` decaying as
 ``lr0 / (1 + 0.001 t)``, the ``(mu, sigma)`` coordinates, the natural
 gradient, clipping at norm 5, exact gradients and a random start, with

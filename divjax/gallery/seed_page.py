@@ -1,4 +1,4 @@
-r"""Two statements of the interactive seed page that divjax finds wrong, and one it confirms.
+r"""Two statements of an interactive divergence page that divjax finds wrong, and one it confirms.
 
 The page says of reverse chi-square Monte Carlo gradients that "the weights are
 always negative: the gradient only pushes q away ... never directly pulling toward
