@@ -55,21 +55,31 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"backend: {jax.default_backend()}; compile / run (best of {args.repeats})")
-    print("| problem | divergence | value: compile / run | gradient: compile / run | MC K=16 gradient: compile / run |")
+    print(
+        "| problem | divergence | value: compile / run | gradient: compile / run "
+        "| MC K=16 gradient: compile / run |"
+    )
     print("| --- | --- | --- | --- | --- |")
     key = jax.random.key(0)
     for label, p, q in problems():
         for name in ALL_DIVERGENCES:
             alpha = 0.5 if name in NEEDS_ALPHA else None
-            value = jax.jit(lambda q, name=name, alpha=alpha: dj.divergence(name, p, q, alpha=alpha))
-            grad = jax.jit(lambda q, name=name, alpha=alpha: dj.exact_grad(name, p, q, alpha=alpha))
+            value = jax.jit(
+                lambda q, name=name, alpha=alpha, p=p: dj.divergence(name, p, q, alpha=alpha)
+            )
+            grad = jax.jit(
+                lambda q, name=name, alpha=alpha, p=p: dj.exact_grad(name, p, q, alpha=alpha)
+            )
             est = [e for e in dj.estimators_for(name, q.family) if e != "exact"][0]
             mc = jax.jit(jax.grad(dj.surrogate(name, est, p, 16, alpha=alpha), has_aux=True))
             cv, rv = timed(value, q, repeats=args.repeats)
             cg, rg = timed(grad, q, repeats=args.repeats)
             cm, rm = timed(mc, q, key, repeats=args.repeats)
-            print(f"| {label} | {name} | {cv:.2f} s / {ms(rv)} | {cg:.2f} s / {ms(rg)} "
-                  f"| {est}: {cm:.2f} s / {ms(rm)} |", flush=True)
+            print(
+                f"| {label} | {name} | {cv:.2f} s / {ms(rv)} | {cg:.2f} s / {ms(rg)} "
+                f"| {est}: {cm:.2f} s / {ms(rm)} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

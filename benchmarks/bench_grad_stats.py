@@ -57,8 +57,10 @@ def table(loc, scale, k, num_draws):
     p, q = dj.default_target(), dj.Gaussian.from_loc_scale(loc, scale)
     key = jax.random.key(0)
     print(f"q = N({loc:g}, {scale:g}^2), K = {k}, {num_draws} draws; alpha = 0.5 where needed")
-    print("| divergence | estimator | estimand | min K | var loc | var log_scale "
-          "| SNR loc | SNR log_scale | bias loc (s.e.) | bias log_scale (s.e.) |")
+    print(
+        "| divergence | estimator | estimand | min K | var loc | var log_scale "
+        "| SNR loc | SNR log_scale | bias loc (s.e.) | bias log_scale (s.e.) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ALL_DIVERGENCES:
         ests = [e for e in ESTIMATORS[name] if e != "exact"]
@@ -67,7 +69,10 @@ def table(loc, scale, k, num_draws):
         for e in ests:
             s = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], stats[e])
             info = REGISTRY[(name, e)]
-            z = [float(getattr(s.bias, f)) / float(getattr(s.stderr, f)) for f in ("loc", "log_scale")]
+            z = [
+                float(getattr(s.bias, f)) / float(getattr(s.stderr, f))
+                for f in ("loc", "log_scale")
+            ]
             print(
                 f"| {name} | {e} | {info.estimand} | {info.min_samples} "
                 f"| {_g(s.variance.loc)} | {_g(s.variance.log_scale)} "
@@ -86,7 +91,7 @@ def chi2_reverse_signs(num_draws=100):
         grad_fn = jax.jit(jax.grad(surrogate("chi2_reverse", e, p, 64), has_aux=True))
         _, aux = grad_fn(q, jax.random.key(0))
         c = np.asarray(aux.contributions.loc)
-        many = jax.jit(jax.vmap(lambda kk: grad_fn(q, kk)[1].contributions.loc))
+        many = jax.jit(jax.vmap(lambda kk, f=grad_fn: f(q, kk)[1].contributions.loc))
         cm = np.asarray(many(jax.random.split(jax.random.key(1), num_draws)))
         print(
             f"  {e:<9} key(0): {int((c > 0).sum())} positive, {int((c < 0).sum())} negative; "
