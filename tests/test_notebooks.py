@@ -1,4 +1,4 @@
-"""The notebooks run top to bottom (at small sizes), so they cannot rot."""
+"""The notebooks are stored executed, and run top to bottom (at small sizes), so they cannot rot."""
 
 from pathlib import Path
 
@@ -30,8 +30,7 @@ def test_notebook_is_stored_with_outputs(path):
 
 @pytest.mark.slow  # about 2 minutes on 2 CPU cores
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path, monkeypatch):
-    monkeypatch.setenv("DIVJAX_QUICK", "1")
+def test_notebook_executes(path):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
