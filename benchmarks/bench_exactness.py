@@ -15,7 +15,7 @@ for the gradient with respect to q's first loc coordinate.
    that K (measured up to K = 2^21, above that extrapolated from the cost per
    sample measured at K = 2^20 and marked so).
 3. Gradient SNR |mean| / std at K = 16 of every estimator in
-   `divjax.multivariate.MV_ESTIMATORS`, 1000 draws with fixed keys; stateful
+   `divjax.ESTIMATORS` of the four main divergences, 1000 draws with fixed keys; stateful
    estimators (``msc``, ``msc_rb``) run 1000 independent chains at fixed q for
    200 steps of burn-in first. Where the exact gradient is known (forward
    divergences in any d, reverse ones in d <= 2) also the relative RMS error

@@ -7,7 +7,14 @@ the compile time, the run time of the compiled call, draws/s and gradient
 evaluations (draws * K)/s, a per-K breakdown for one estimator, and the speed-up
 over a Python loop of jitted single draws.
 
-Usage: ``python benchmarks/bench_grad_stats.py [--num-draws N] [--repeats R]``.
+``--table`` prints instead the table of docs/estimators.md: every Monte Carlo
+estimator in `divjax.REGISTRY` (alpha = 0.5 where a divergence needs one) at
+one ``q`` and one ``K``, its variance and its SNR ``|estimand| / std`` per
+parameter, then the signs of chi2_reverse's per-sample contributions to
+``d/d mu`` at ``N(1.5, 0.8^2)``, K = 64.
+
+Usage: ``python benchmarks/bench_grad_stats.py [--num-draws N] [--repeats R]``,
+``python benchmarks/bench_grad_stats.py --table [--loc M --scale S --k K --num-draws N]``.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ import jax
 import numpy as np
 
 import divjax as dj
-from divjax.diagnostics import grad_stats
-from divjax.divergences import DIVERGENCES
-from divjax.estimators import ESTIMATORS, min_samples, surrogate
+from divjax.diagnostics import grad_stats, grad_stats_many
+from divjax.divergences import ALL_DIVERGENCES, DIVERGENCES, NEEDS_ALPHA
+from divjax.estimators import ESTIMATORS, REGISTRY, min_samples, surrogate
 
 KS = (1, 4, 16, 64, 256)
 
@@ -40,12 +47,75 @@ def _timed(fn, *args, repeats):
     return best
 
 
+def _g(x):
+    x = float(x)
+    return "inf" if np.isinf(x) else f"{x:.3g}"
+
+
+def table(loc, scale, k, num_draws):
+    """Every Monte Carlo estimator at q = N(loc, scale^2), K = k: a markdown table."""
+    p, q = dj.default_target(), dj.Gaussian.from_loc_scale(loc, scale)
+    key = jax.random.key(0)
+    print(f"q = N({loc:g}, {scale:g}^2), K = {k}, {num_draws} draws; alpha = 0.5 where needed")
+    print(
+        "| divergence | estimator | estimand | min K | var loc | var log_scale "
+        "| SNR loc | SNR log_scale | bias loc (s.e.) | bias log_scale (s.e.) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in ALL_DIVERGENCES:
+        ests = [e for e in ESTIMATORS[name] if e != "exact"]
+        alpha = 0.5 if name in NEEDS_ALPHA else None
+        stats = grad_stats_many(name, ests, p, q, (k,), num_draws, key, alpha=alpha)
+        for e in ests:
+            s = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], stats[e])
+            info = REGISTRY[(name, e)]
+            z = [
+                float(getattr(s.bias, f)) / float(getattr(s.stderr, f))
+                for f in ("loc", "log_scale")
+            ]
+            print(
+                f"| {name} | {e} | {info.estimand} | {info.min_samples} "
+                f"| {_g(s.variance.loc)} | {_g(s.variance.log_scale)} "
+                f"| {_g(s.snr_exact.loc)} | {_g(s.snr_exact.log_scale)} "
+                f"| {z[0]:+.1f} | {z[1]:+.1f} |"
+            )
+
+
+def chi2_reverse_signs(num_draws=100):
+    """Signs of each sample's contribution to d/d mu for chi2_reverse at N(1.5, 0.8^2), K = 64."""
+    p, q = dj.default_target(), dj.Gaussian.from_loc_scale(1.5, 0.8)
+    print("\nchi2_reverse at q = N(1.5, 0.8^2), K = 64: per-sample contributions to d/d mu")
+    for e in ESTIMATORS["chi2_reverse"]:
+        if e == "exact":
+            continue
+        grad_fn = jax.jit(jax.grad(surrogate("chi2_reverse", e, p, 64), has_aux=True))
+        _, aux = grad_fn(q, jax.random.key(0))
+        c = np.asarray(aux.contributions.loc)
+        many = jax.jit(jax.vmap(lambda kk, f=grad_fn: f(q, kk)[1].contributions.loc))
+        cm = np.asarray(many(jax.random.split(jax.random.key(1), num_draws)))
+        print(
+            f"  {e:<9} key(0): {int((c > 0).sum())} positive, {int((c < 0).sum())} negative; "
+            f"over {num_draws} draws: {(cm > 0).mean():.1%} positive, "
+            f"{int(((cm > 0).any(1) & (cm < 0).any(1)).sum())} of {num_draws} draws have both signs"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-draws", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-draws", type=int, default=300)
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--loc", type=float, default=1.0)
+    parser.add_argument("--scale", type=float, default=1.1)
+    parser.add_argument("--k", type=int, default=16)
     args = parser.parse_args()
+    if args.table:
+        t = time.perf_counter()
+        table(args.loc, args.scale, args.k, args.num_draws)
+        chi2_reverse_signs()
+        print(f"\n{time.perf_counter() - t:.0f} s")
+        return
     n = args.num_draws
 
     p, q = dj.default_target(), dj.Gaussian.from_loc_scale(1.0, 1.1)

@@ -285,11 +285,11 @@ def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
         raise RuntimeError(f"optimal_q({name!r}): no start converged to a verified minimum")
     thetas = jnp.asarray(np.stack([theta for _, theta in found]), dtype)
     q = jax.vmap(lambda t: to_q(t, dim, family, fixed))(thetas)
-    return Optima(q=q, value=_values(p, q, name=name, alpha=alpha))
+    return Optima(q=q, value=_values_at(p, q, name=name, alpha=alpha))
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha"))
-def _values(p, q, *, name, alpha):
+def _values_at(p, q, *, name, alpha):
     """The divergence at every row of ``q`` (jitted: eager quadrature compiles op by op)."""
     if name == "kl_forward" and p.dim > 2:  # up to the q-independent E_p[log p]
         return jax.vmap(lambda qq: cross_entropy(p, qq))(q)

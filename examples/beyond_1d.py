@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     for name, est in MC_FITS:
         res = dj.fit(
             p, q0, name, est, num_samples=16, key=key, num_steps=steps, learning_rate=0.01,
-            optima=optima[name], progress=False,
+            optima=optima[name], trace_value=False, progress=False,
         )  # fmt: skip
         fits[name] = res
         print(f"  {name:11s} {est:7s} {res.status.describe()}")
