@@ -123,7 +123,7 @@ def _check_one(p, theta, *, name, alpha, family, fixed):
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed"))
-def _values(p, thetas, *, name, alpha, family, fixed):
+def _theta_values(p, thetas, *, name, alpha, family, fixed):
     return jax.vmap(_objective(name, alpha, p, family, fixed, None))(thetas)
 
 
@@ -175,7 +175,7 @@ def _finite_thetas(name, alpha, p, family, fixed, starts) -> np.ndarray:
         thetas = np.stack([to_theta(loc, cov, family) for loc, cov in zip(locs, covs)])
         if fixed is not None:
             thetas = thetas[:, :1]
-        values = _values(p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed)
+        values = _theta_values(p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed)
         finite = np.isfinite(np.asarray(values))
         if finite.all() or fixed is not None:
             break
