@@ -17,7 +17,13 @@ import pytest
 
 import divjax as dj
 from divjax import status
-from divjax.coordinates import PARAMETERIZATIONS, convert, get_parameterization, grad_in, mu_log_sigma
+from divjax.coordinates import (
+    PARAMETERIZATIONS,
+    convert,
+    get_parameterization,
+    grad_in,
+    mu_log_sigma,
+)
 from divjax.gradcheck import default_qs
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
 from tests import _shared
@@ -85,7 +91,9 @@ def _fisher_checks(qs, x):
             return param.fisher(theta0), jax.hessian(cross_entropy)(theta0)
 
         theta0 = param.from_gaussian(dj.Gaussian(0.8, -0.3))
-        score = jax.vmap(jax.grad(lambda t, xi, param=param: param.to_gaussian(t).log_prob(xi)), (None, 0))
+        score = jax.vmap(
+            jax.grad(lambda t, xi, param=param: param.to_gaussian(t).log_prob(xi)), (None, 0)
+        )
         out[name] = (*jax.vmap(hess)(qs), param.fisher(theta0), score(theta0, x))
     return out
 
@@ -205,7 +213,9 @@ def test_natural_gradient_is_the_same_direction_in_every_parameterization(x64, n
     finite = ~ref["infinite"]
     qs = jax.tree_util.tree_map(lambda a: a[finite], qs)
     auto, exact = ref["auto"][finite], ref["exact"][finite]
-    out = np.asarray(_tangents(dj.Gaussian._make((jnp.asarray(auto[:, 0]), jnp.asarray(auto[:, 1]))), qs))
+    out = np.asarray(
+        _tangents(dj.Gaussian._make((jnp.asarray(auto[:, 0]), jnp.asarray(auto[:, 1]))), qs)
+    )
     _assert_same_direction(out)
     expected = np.stack([exact[:, 0] * np.asarray(qs.variance), 0.5 * exact[:, 1]], axis=-1)
     np.testing.assert_allclose(out[:, 0], expected, rtol=1e-6)
@@ -329,7 +339,13 @@ def test_fixed_scale_holds_the_scale_exactly(x64):
 @pytest.mark.parametrize("name", ["natural", "expectation"])
 def test_fixed_scale_rejects_coordinates_without_a_scale(name):
     with pytest.raises(ValueError, match=f"{name}.*mu_log_sigma, mu_sigma, mu_tau"):
-        dj.fit(dj.default_target(), dj.default_q0(), "kl_forward", parameterization=name, fixed_scale=True)
+        dj.fit(
+            dj.default_target(),
+            dj.default_q0(),
+            "kl_forward",
+            parameterization=name,
+            fixed_scale=True,
+        )
     with pytest.raises(ValueError, match="valid choices"):
         hold_scale(name)
 
@@ -337,7 +353,11 @@ def test_fixed_scale_rejects_coordinates_without_a_scale(name):
 def test_coordinates_options_are_for_the_1d_gaussian_only():
     p2 = dj.GaussianMixture([1.0], [[0.0, 0.0]], [[1.0, 1.0]])
     q2 = dj.DiagGaussian([0.0, 0.0], [0.0, 0.0])
-    for kw in (dict(parameterization="natural"), dict(natural_gradient=True), dict(fixed_scale=True)):
+    for kw in (
+        dict(parameterization="natural"),
+        dict(natural_gradient=True),
+        dict(fixed_scale=True),
+    ):
         with pytest.raises(ValueError, match="own unconstrained parameters"):
             dj.fit(p2, q2, "kl_forward", **kw)
 
@@ -348,7 +368,9 @@ def test_clip_norm_bounds_every_step(x64):
         p, q0, "chi2_forward", optimizer=optax.sgd(lr), clip_norm=clip, num_steps=5,
         trace_value=False, optima=MOMENT_MATCH,
     )  # fmt: skip
-    theta = np.concatenate([mu_log_sigma.from_gaussian(q0)[None], mu_log_sigma.from_gaussian(res.trace.q)])
+    theta = np.concatenate(
+        [mu_log_sigma.from_gaussian(q0)[None], mu_log_sigma.from_gaussian(res.trace.q)]
+    )
     steps = np.linalg.norm(np.diff(theta, axis=0), axis=-1)
     assert np.all(np.asarray(res.trace.grad_norm) > clip)  # so every step was clipped
     np.testing.assert_allclose(steps, lr * clip, rtol=1e-10)

@@ -154,7 +154,9 @@ def test_score_estimand_is_the_gradient_over_z_and_log1p(chi2):
 def test_grad_stats_in_other_coordinates(kl):
     """parameterization=: draws mapped before the statistics; unbiasedness kept."""
     q = _row(KL_QS, 1)
-    stats = dj.grad_stats("kl_reverse", "reparam", P, q, 8, KL_DRAWS, KEY, parameterization="natural")
+    stats = dj.grad_stats(
+        "kl_reverse", "reparam", P, q, 8, KL_DRAWS, KEY, parameterization="natural"
+    )
     expected = dj.grad_in("natural", dj.exact_grad("kl_reverse", P, q), q)
     np.testing.assert_allclose(np.asarray(stats.exact), np.asarray(expected), rtol=1e-5)
     for m, e, se in zip(stats.mean, stats.exact, stats.stderr):
@@ -165,7 +167,9 @@ def test_grad_stats_in_other_coordinates(kl):
 
 def test_callable_target_gives_the_mixtures_draws_without_exact_fields(kl):
     """The mixture's own log p~ as a plain function: the same draws; exact fields NaN."""
-    out = grad_stats_many("kl_reverse", KL_EST, P.unnormalized_log_prob, KL_QS, KL_KS, KL_DRAWS, KEY)
+    out = grad_stats_many(
+        "kl_reverse", KL_EST, P.unnormalized_log_prob, KL_QS, KL_KS, KL_DRAWS, KEY
+    )
     for est in KL_EST:
         a, b = out[est], kl[est]
         np.testing.assert_allclose(_vec(a.mean), _vec(b.mean), rtol=1e-4, atol=1e-6)
@@ -174,11 +178,13 @@ def test_callable_target_gives_the_mixtures_draws_without_exact_fields(kl):
         assert np.all(np.isnan(a.cosine)) and not np.any(a.infinite_variance)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _three_d():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(2, 3, 3))
-    p = dj.GaussianMixture([1.0, 2.0], rng.normal(0, 1, (2, 3)), covs=a @ a.transpose(0, 2, 1) / 3 + 0.5 * np.eye(3))
+    p = dj.GaussianMixture(
+        [1.0, 2.0], rng.normal(0, 1, (2, 3)), covs=a @ a.transpose(0, 2, 1) / 3 + 0.5 * np.eye(3)
+    )
     q = dj.FullRankGaussian.from_cov(np.zeros(3), 4.0 * np.eye(3) + 0.5)
     return p, q
 
@@ -195,7 +201,9 @@ def test_stateful_estimator_in_3d_is_unbiased_after_burn_in():
 
 def test_mixture_q_reports_mean_and_variance_only():
     p = dj.GaussianMixture([0.4, 0.6], [[-2.0], [2.5]], [[0.9], [1.1]])
-    q = dj.MixtureGaussian(jnp.array([0.2, -0.3]), jnp.array([[-1.5], [2.0]]), jnp.log(jnp.array([[0.6], [0.8]])))
+    q = dj.MixtureGaussian(
+        jnp.array([0.2, -0.3]), jnp.array([[-1.5], [2.0]]), jnp.log(jnp.array([[0.6], [0.8]]))
+    )
     stats = dj.grad_stats("kl_reverse", "reinforce", p, q, 4, 50, KEY)
     assert stats.mean.logits.shape == (2,) and np.all(np.isfinite(np.asarray(stats.mean.logits)))
     assert np.all(np.isnan(np.asarray(stats.exact.locs))) and np.isnan(stats.cosine)
@@ -245,11 +253,26 @@ def test_estimators_never_flagged(est):
         (dict(estimator="snis"), "valid choices"),
         (dict(estimator="msc", name="kl_forward", burn_in=-1), "burn_in"),
         (dict(q=dj.DiagGaussian([0.0, 0.0], [0.0, 0.0])), "event_shape"),
-        (dict(parameterization="natural", q=dj.DiagGaussian([0.0], [0.0]), target=dj.GaussianMixture([1.0], [[0.0]], [[1.0]])), "1-D Gaussian q only"),
+        (
+            dict(
+                parameterization="natural",
+                q=dj.DiagGaussian([0.0], [0.0]),
+                target=dj.GaussianMixture([1.0], [[0.0]], [[1.0]]),
+            ),
+            "1-D Gaussian q only",
+        ),
     ],
 )
 def test_bad_input(kwargs, match):
-    args = dict(name="kl_reverse", estimator="reparam", target=P, q=dj.default_q0(), num_samples=4, num_draws=10, key=KEY)
+    args = dict(
+        name="kl_reverse",
+        estimator="reparam",
+        target=P,
+        q=dj.default_q0(),
+        num_samples=4,
+        num_draws=10,
+        key=KEY,
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         dj.grad_stats(**args)

@@ -36,7 +36,9 @@ def test_skips_q_where_the_divergence_is_infinite(x64):
     qs = default_qs(p)
     n_inf = int(np.sum(np.isposinf(np.asarray(dj.path_values("chi2_reverse", p, qs)))))
     assert n_inf > 0  # the grid's widest q's: sigma^2 >= 2 s_max^2
-    res = dj.check_grad(lambda p_, q: dj.exact_grad("chi2_reverse", p_, q), "chi2_reverse", p, verbose=False)
+    res = dj.check_grad(
+        lambda p_, q: dj.exact_grad("chi2_reverse", p_, q), "chi2_reverse", p, verbose=False
+    )
     assert res.ok and res.num_q == len(qs.loc) - n_inf
     narrow = dj.Gaussian(jnp.zeros(2), jnp.full(2, -3.0))  # chi2_forward infinite at both
     with pytest.raises(ValueError, match="infinite at every q"):
@@ -47,7 +49,9 @@ def test_alpha_divergence_and_given_qs(x64):
     p = dj.default_target()
     qs = dj.Gaussian(jnp.array([1.0, 3.0]), jnp.log(jnp.array([1.2, 1.0])))
     kw = dict(alpha=0.5, verbose=False)
-    good = dj.check_grad(lambda p_, q: dj.exact_grad("amari", p_, q, alpha=0.5), "amari", p, qs, **kw)
+    good = dj.check_grad(
+        lambda p_, q: dj.exact_grad("amari", p_, q, alpha=0.5), "amari", p, qs, **kw
+    )
     assert good.ok and good.num_q == 2
     assert not dj.check_grad(_sigma_slip("amari", 0.5), "amari", p, qs, **kw).ok
 

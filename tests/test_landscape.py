@@ -27,7 +27,9 @@ def test_landscape_grid_domain_infinite_region_and_values(x64):
     q = PARAMETERIZATIONS["natural"].to_gaussian(jnp.array([t1[i, j], t2[i, j]]))
     np.testing.assert_allclose(v[i, j], dj.divergence("chi2_forward", p, q), rtol=1e-12)
     # log=True is log(1 + D), finite where D is, and rows follow theta2.
-    _, _, lv = dj.landscape_grid("chi2_forward", p, "natural", (-1.0, 1.0), (-2.9, 0.6), 8, log=True)
+    _, _, lv = dj.landscape_grid(
+        "chi2_forward", p, "natural", (-1.0, 1.0), (-2.9, 0.6), 8, log=True
+    )
     np.testing.assert_allclose(lv[finite], np.log1p(v[finite]), rtol=1e-10)
     assert np.all(np.diff(np.asarray(t2)[:, 0]) > 0) and np.all(np.asarray(t2)[0] == t2[0, 0])
     with pytest.raises(ValueError, match="num"):

@@ -173,7 +173,9 @@ def _none_missed(name, mixture):
 
     found = np.stack([np.asarray(opt.q.loc), np.asarray(opt.q.log_scale)], axis=1)
     for start in grid:
-        res = optimize.minimize(fun, np.asarray(start), jac=True, method="BFGS", options={"gtol": 1e-9})
+        res = optimize.minimize(
+            fun, np.asarray(start), jac=True, method="BFGS", options={"gtol": 1e-9}
+        )
         assert np.abs(found - res.x).max(axis=1).min() < 1e-3, (start, res.x, found)
     assert len(found) == len(m)  # well-separated modes: one minimum per mode
 
@@ -218,7 +220,9 @@ def test_fixed_log_scale_minimizes_over_the_location_only(x64):
 def test_fixed_log_scale_reverse_kl(x64):
     p = dj.default_target()
     rev = dj.optimal_q("kl_reverse", p, fixed_log_scale=0.0)
-    g = np.asarray([dj.exact_grad("kl_reverse", p, _row(rev.q, i)).loc for i in range(len(rev.value))])
+    g = np.asarray(
+        [dj.exact_grad("kl_reverse", p, _row(rev.q, i)).loc for i in range(len(rev.value))]
+    )
     assert np.all(np.abs(g) < 1e-6) and np.all(np.asarray(rev.q.log_scale) == 0.0)
 
 

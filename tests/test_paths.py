@@ -24,7 +24,9 @@ def test_fit_paths_match_fit_and_report_divergence():
     assert np.all(after == after[0])  # frozen after the divergence
     ref = dj.fit(p, q0, "kl_forward", num_steps=40, optima=MOMENT_MATCH, trace_value=False)
     np.testing.assert_allclose(path.loc[0, 1:], np.asarray(ref.trace.q.loc), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(path.log_scale[0, 1:], np.asarray(ref.trace.q.log_scale), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        path.log_scale[0, 1:], np.asarray(ref.trace.q.log_scale), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_monte_carlo_paths_batch_over_seeds_and_starts():
@@ -36,7 +38,16 @@ def test_monte_carlo_paths_batch_over_seeds_and_starts():
     assert path.loc.shape == (3, 21) and np.all(div == -1)
     np.testing.assert_array_equal(path.loc[:, 0], [-1.0, 1.0, 2.0])
     assert np.all(np.isfinite(path.loc)) and len(np.unique(path.loc[:, -1])) == 3
-    seeds, _ = fit_paths(p, dj.default_q0(), "kl_reverse", "reparam", num_samples=4, num_seeds=2, num_steps=20, key=KEY)
+    seeds, _ = fit_paths(
+        p,
+        dj.default_q0(),
+        "kl_reverse",
+        "reparam",
+        num_samples=4,
+        num_seeds=2,
+        num_steps=20,
+        key=KEY,
+    )
     assert seeds.loc.shape == (2, 21) and seeds.loc[0, -1] != seeds.loc[1, -1]
     with pytest.raises(ValueError, match="valid choices"):
         fit_paths(p, dj.default_q0(), "kl_forward", optimizer="rmsprop", key=KEY)
@@ -47,7 +58,9 @@ def test_draw_aux_single_and_batched():
     q = dj.Gaussian.from_loc_scale(1.0, 1.2)
     aux = draw_aux(p, q, "kl_forward", "snis", 8, KEY)
     assert aux.samples.shape == (8,)
-    np.testing.assert_allclose(aux.log_weights, p.log_prob(aux.samples) - q.log_prob(aux.samples), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        aux.log_weights, p.log_prob(aux.samples) - q.log_prob(aux.samples), rtol=1e-5, atol=1e-5
+    )
     qs = jax.tree_util.tree_map(lambda a: jnp.stack([a, a + 0.5]), q)
     batched = draw_aux(p, qs, "kl_forward", "snis", 8, KEY)
     assert batched.samples.shape == (2, 8) and batched.ess.shape == (2,)
