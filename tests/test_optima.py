@@ -298,6 +298,11 @@ def test_chi2_forward_minimum(x64, d, family):
     v0, g0 = fun(x0)
     np.testing.assert_allclose(v0, value, rtol=1e-12)
     assert np.max(np.abs(g0)) / (1 + value) < 1e-6  # the gradient of log(1 + chi^2)
+    # No random nearby point is lower.
+    f = jax.jit(jax.vmap(lambda x: dj.divergence("chi2_forward", p, _unflat(x, d, family))))
+    for size in (1e-4, 1e-2, 1e-1):
+        steps = size * np.random.default_rng(0).normal(size=(200, x0.size))
+        assert np.min(np.asarray(f(jnp.asarray(x0 + steps)))) >= value
     # An independent optimizer (BFGS on chi^2 itself) from a perturbed start comes back.
     start = x0 + 0.05 * np.random.default_rng(1).normal(size=x0.size)
     res = optimize.minimize(fun, start, jac=True, method="BFGS", options={"gtol": 1e-10})
