@@ -274,7 +274,8 @@ def _safe_log_scale(p, a: float) -> jax.Array:
 def is_infinite(name: str, p, q, *, alpha=None) -> jax.Array:
     r"""Whether the divergence is mathematically ``+inf`` at ``q`` (the KLs never are)."""
     alpha = check_divergence(name, alpha)
-    lookup(name, p, q, alpha)
+    # Known wherever the gradient is exact: kl_forward in d > 2 (never infinite) included.
+    lookup(name, p, q, alpha, what="gradient")
     a = exponent(name, alpha)
     if a is None or _reduces_to_kl(name, alpha):
         return jnp.zeros(jnp.shape(q.loc)[: q.loc.ndim - len(q.event_shape)], bool)

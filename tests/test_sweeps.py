@@ -131,6 +131,9 @@ def test_a_callable_2d_target():
     res = dj.sweep(
         banana, Q2, [("kl_reverse", "reparam"), ("kl_forward", "snis")], num_samples=(8,),
         num_seeds=4, num_steps=300, key=jax.random.key(2),
+        # at the default 0.05 one seed's reparam fit blows up (the quartic tail of log p):
+        # reported as diverged, not what this test is about
+        optimizers={"sgd": dj.default_optimizer(0.01)},
     )  # fmt: skip
     for r in res.runs:
         assert r.q.loc.shape == (4, 2)
