@@ -5,6 +5,7 @@ estimator (a surrogate loss) -> ``jax.grad`` -> optax -> ``lax.scan`` -> ``vmap`
 """
 
 from divjax import status
+from divjax._version import __version__
 from divjax.closed_forms import cross_entropy
 from divjax.coordinates import (
     PARAMETERIZATIONS,
@@ -54,8 +55,6 @@ from divjax.optima import Optima, classify, optimal_q
 from divjax.status import FitStatus
 from divjax.sweeps import SweepResult, sweep
 from divjax.targets import GaussianMixture, LogDensity, as_target, default_target
-
-__version__ = "0.2.0"
 
 __all__ = [
     "ALPHA_DIVERGENCES",

@@ -16,16 +16,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from divjax._version import __version__
+
 
 def describe(cfgs, num_seeds, num_steps, chunk, key, target, q0, parameterization) -> dict:
     """A JSON-able description of a sweep; resuming requires an identical one."""
-    import divjax
 
     def leaves(tree):
         return [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(tree)]
 
     return {
-        "divjax": divjax.__version__,
+        "divjax": __version__,
         "configs": [list(c) for c in cfgs],
         "num_seeds": int(num_seeds),
         "num_steps": int(num_steps),

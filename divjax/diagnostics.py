@@ -28,7 +28,7 @@ import numpy as np
 from divjax import _checks, divergences
 from divjax.closed_forms import frame, power_integral_infinite
 from divjax.coordinates import get_parameterization, grad_in
-from divjax.estimators import REGISTRY, check_estimator, stateful_surrogate
+from divjax.estimators import REGISTRY, check_estimator, min_samples, stateful_surrogate
 from divjax.families import Gaussian, check_family
 from divjax.targets import GaussianMixture, as_target, check_pair
 
@@ -293,8 +293,6 @@ def grad_stats_many(
     ``fold_in(key, i)`` in place of ``key``. Returns ``{estimator: GradStats}``
     with a leading ``K`` axis.
     """
-    from divjax.estimators import min_samples
-
     estimators = tuple(estimators)
     ks_by_est = [
         tuple(int(k) for k in num_samples if k >= min_samples(e, name)) for e in estimators
