@@ -43,6 +43,115 @@ from divjax import _linalg
 from divjax.families import LOG_2PI
 
 _NUM_DIRECTIONS_2D = 720
+_LOG2 = math.log(2.0)
+
+
+# --- numerics shared by every closed form --------------------------------------
+
+
+def log_max(dtype) -> float:
+    """``log`` of the largest finite value of a float type."""
+    return math.log(float(jnp.finfo(dtype).max))
+
+
+def half_difference(a, b):
+    """``(a - b) / 2``: never overflows for finite ``a`` and ``b``."""
+    return 0.5 * a - 0.5 * b
+
+
+def safe_log_abs(x):
+    """``log|x|`` (``-inf`` at 0) with a zero, not NaN, gradient at 0."""
+    nz = x != 0
+    return jnp.where(nz, jnp.log(jnp.abs(jnp.where(nz, x, 1.0))), -jnp.inf)
+
+
+def _log_norm(v):
+    """``log ||v||`` over the last axis without overflow (``-inf`` for ``v = 0``)."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(v), -1))
+    nz = m > 0
+    safe = jnp.where(nz, m, 1.0)
+    s = jnp.sum((v / safe[..., None]) ** 2, -1)
+    return jnp.where(nz, jnp.log(safe) + 0.5 * jnp.log(jnp.where(nz, s, 1.0)), -jnp.inf)
+
+
+def mul_exp(x, log_s):
+    r"""``x * exp(log_s)``: ``+-inf`` where that overflows, ``0`` for ``x = 0`` (never ``0 * inf``).
+
+    Meant for rescaling results (values, gradients) computed at a scale; its
+    own derivative is only finite where ``exp(log_s)`` is.
+    """
+    x = jnp.asarray(x)
+    big = log_s > log_max(x.dtype) - 1.0
+    plain = x * jnp.exp(jnp.where(big, 0.0, log_s))
+    nz = x != 0
+    log_x = jnp.log(jnp.abs(jnp.where(nz, x, 1.0)))
+    far = jnp.sign(x) * jnp.exp(log_x + jnp.where(big, log_s, 0.0))
+    # exp(-inf) * inf: a factor below every float times one above them is taken as 0.
+    return jnp.where(big, jnp.where(nz, far, 0.0), jnp.where(log_s == -jnp.inf, 0.0, plain))
+
+
+def times_exp(x, log_f):
+    r"""``x exp(log_f)`` as one exponential, ``sign(x) exp(log|x| + log_f)``.
+
+    Autodiff of a plain product forms the cotangent of ``exp(log_f)`` as
+    (cotangent) ``* x``, which overflows (and then meets a zero: NaN) where
+    ``x`` is huge even though the result is not; here it is (cotangent) ``*``
+    result.
+    """
+    return jnp.sign(x) * jnp.exp(safe_log_abs(x) + log_f)
+
+
+def clamp_at_zero(x, sign: float = 1.0):
+    r"""``x`` with a rounding-level value of the wrong sign replaced by ``0``.
+
+    ``sign = 1``: ``max(x, 0)``; ``sign = -1``: ``min(x, 0)``. The gradient is
+    that of ``x`` (straight through), so hand-derived and automatic gradients
+    agree, and ``+-inf`` passes unchanged.
+    """
+    wrong = x * sign < 0
+    return jnp.where(wrong, x - jax.lax.stop_gradient(jnp.where(wrong, x, 0.0)), x)
+
+
+def _poly(x, coeffs):
+    acc = jnp.zeros_like(x) + coeffs[-1]
+    for c in coeffs[-2::-1]:
+        acc = acc * x + c
+    return acc
+
+
+_G = tuple(1.0 / math.factorial(n) for n in range(2, 20))  # e^x - 1 - x = x^2 sum x^(n-2) / n!
+_H = tuple((-1.0) ** n / n for n in range(2, 40))  # y - log1p(y) = y^2 sum (-y)^(n-2) / n
+
+
+def expm1mx(x):
+    """``e^x - 1 - x``, accurate near 0 (a series for ``|x| < 1/2``); ``+inf`` on overflow."""
+    small = jnp.abs(x) < 0.5
+    xs = jnp.where(small, x, 0.0)
+    xb = jnp.where(small, 1.0, x)
+    return jnp.where(small, xs * xs * _poly(xs, _G), jnp.expm1(xb) - xb)
+
+
+def log_expm1mx(x):
+    """``log(e^x - 1 - x)``, finite for every finite ``x != 0``."""
+    big = x > 1.0
+    xb = jnp.where(big, x, 2.0)
+    xs = jnp.where(big, 1.0, x)
+    return jnp.where(big, xb + jnp.log1p(-(1.0 + xb) * jnp.exp(-xb)), jnp.log(expm1mx(xs)))
+
+
+def ymlog1p(y):
+    """``y - log1p(y)`` for ``y > -1``, accurate near 0 (a series for ``|y| < 1/4``)."""
+    small = jnp.abs(y) < 0.25
+    ys = jnp.where(small, y, 0.0)
+    yb = jnp.where(small, 1.0, y)
+    return jnp.where(small, ys * ys * _poly(ys, _H), yb - jnp.log1p(yb))
+
+
+def log1p_from(value, log_value):
+    r"""``log(1 + v)`` from ``v`` and ``log v`` (used where ``v`` is large or beyond the range)."""
+    big = log_value > 20.0
+    lv = jnp.where(big, log_value, 20.0)
+    return jnp.where(big, lv + jnp.log1p(jnp.exp(-lv)), jnp.log1p(jnp.where(big, 0.0, value)))
 
 
 class Frame(NamedTuple):
@@ -187,16 +296,245 @@ def _directions(d: int, dtype) -> jax.Array:
     return jnp.asarray(v, dtype)
 
 
-def cross_entropy(p, q) -> jax.Array:
-    r"""``-E_p[log q]``, closed form in p's mean and covariance, any ``d``."""
+# --- one dimension: closed forms that neither overflow nor cancel ---------------
+
+
+class Line(NamedTuple):
+    r"""A 1-D pair ``(p, q)`` with everything that can overflow kept as a logarithm."""
+
+    loc: jax.Array  # () mu
+    log_scale: jax.Array  # () log sigma
+    locs: jax.Array  # (M,) m_k
+    log_s: jax.Array  # (M,) log s_k
+    log_pi: jax.Array  # (M,) log pi_k (normalized)
+    half_delta: jax.Array  # (M,) (mu - m_k) / 2, never overflows
+    log_rho: jax.Array  # (M,) log(sigma / s_k)
+
+
+def line(p, q) -> Line:
+    """The `Line` of a 1-D mixture and a 1-D `Gaussian`."""
+    locs = jnp.reshape(p.locs, (-1,))
+    log_s = jnp.log(jnp.abs(jnp.reshape(p.scale_trils, (-1,))))
+    loc, log_scale = jnp.asarray(q.loc), jnp.asarray(q.log_scale)
+    return Line(
+        loc, log_scale, locs, log_s, p.log_probs, half_difference(loc, locs), log_scale - log_s
+    )
+
+
+def gaussian_kl(two_t, w) -> tuple[jax.Array, jax.Array]:
+    r"""``(v, log v)`` for ``v = (e^{2t} - 1 - 2t + w^2) / 2``.
+
+    ``KL(N(m1, s1^2) || N(m0, s0^2))`` with ``2t = 2 log(s1 / s0)`` and
+    ``w = (m1 - m0) / s0``: both pieces are non-negative and accurate near 0 (a
+    series), so a divergence of 1e-30 keeps its relative accuracy; ``log v``
+    stays finite where ``v`` overflows.
+    """
+    value = 0.5 * (expm1mx(two_t) + w * w)
+    log_value = jnp.logaddexp(log_expm1mx(two_t), 2.0 * safe_log_abs(w)) - _LOG2
+    return value, log_value
+
+
+def log_lambda(a: float, log_rho):
+    r"""``(log(a + (1 - a) rho^2), positive)``: the precision of ``q^a N^(1 - a)`` in q's units.
+
+    Accurate near ``rho = 1`` (``log1p((1 - a) expm1(2 log rho))``) and free of
+    overflow for any ``log rho``; ``0`` where it is not positive.
+    """
+    b = 1.0 - a
+    two = 2.0 * log_rho
+    near = jnp.abs(two) < 1.0
+    up = ~near & (two > 0)
+    tn = jnp.where(near, two, 0.0)
+    tp = jnp.where(up, two, 1.0)
+    tm = jnp.where(near | up, -1.0, two)
+    y_near = b * jnp.expm1(tn)  # a + b rho^2 = 1 + y
+    y_up = b + a * jnp.exp(-tp)  # a + b rho^2 = rho^2 (b + a / rho^2)
+    y_down = a + b * jnp.exp(tm)
+    pos = jnp.where(near, y_near > -1.0, jnp.where(up, y_up > 0, y_down > 0))
+    lv = jnp.where(
+        near,
+        jnp.log1p(jnp.where(pos, y_near, 0.0)),
+        jnp.where(
+            up, tp + jnp.log(jnp.where(pos, y_up, 1.0)), jnp.log(jnp.where(pos, y_down, 1.0))
+        ),
+    )
+    return jnp.where(pos, lv, 0.0), pos
+
+
+class PowerSingles(NamedTuple):
+    r"""``log int q^a (pi_k N_k)^(1 - a) dx = rest_k - a b w_k^2 / 2`` for each component."""
+
+    pd: jax.Array  # (M,) the integral is finite
+    rest: jax.Array  # (M,) b log pi_k + b t_k - log(lambda_k) / 2 (accurate near t_k = 0)
+    log_abs_w: jax.Array  # (M,) log |w_k|, always finite (or -inf at w = 0)
+
+
+def power_singles(ln: Line, a: float) -> PowerSingles:
+    r"""The single-component integrals of ``q^a p^(1 - a)``, in closed form.
+
+    With ``b = 1 - a``, ``t = log(sigma / s)``, ``V = a s^2 + b sigma^2`` and
+    ``w = (mu - m) / sqrt(V)``: ``log int N(mu, sigma^2)^a N(m, s^2)^b = b t
+    - log(V / s^2) / 2 - a b w^2 / 2``; near ``t = 0`` the first two terms are
+    ``(h(b E) - b g(2t)) / 2`` with ``E = expm1(2t)``, ``h(y) = y - log1p(y)``,
+    ``g(x) = e^x - 1 - x``, so that ``q`` close to ``p`` keeps full relative accuracy.
+    """
+    b = 1.0 - a
+    lv, pd = log_lambda(a, ln.log_rho)
+    two = 2.0 * ln.log_rho
+    near = jnp.abs(two) < 1.0
+    tn = jnp.where(near, two, 0.0)
+    var_near = 0.5 * (ymlog1p(b * jnp.expm1(tn)) - b * expm1mx(tn))
+    var = jnp.where(near, var_near, b * ln.log_rho - 0.5 * lv)
+    log_abs_w = safe_log_abs(ln.half_delta) + _LOG2 - ln.log_s - 0.5 * lv
+    return PowerSingles(pd, b * ln.log_pi + var, log_abs_w)
+
+
+def asymptotic_log_power(ps: PowerSingles, a: float):
+    r"""``(k, log I_k)``: the single-component integral that ``log I`` tends to, and its index.
+
+    ``I`` lies within a factor ``M^|1 - a|`` of the largest (``a < 1``) or the
+    smallest (``a > 1``) ``I_k = int q^a (pi_k N_k)^(1 - a)``, so once
+    ``|log I|`` is beyond ``100 / eps`` this is exact to rounding (and for one
+    component it is exact). ``log I_k = rest_k - a b w_k^2 / 2`` is ``+-inf``
+    where it overflows, with ``log|log I| = log(|a b| / 2) + 2 log|w_k|`` still finite.
+    """
+    b = 1.0 - a
+    sq = jnp.exp(jnp.minimum(2.0 * ps.log_abs_w, log_max(ps.rest.dtype) - 1.0))
+    singles = ps.rest - 0.5 * a * b * sq
+    if a > 1:
+        k = jnp.argmin(jnp.where(ps.pd, singles, jnp.inf))
+    else:
+        k = jnp.argmax(singles)
+    k = jax.lax.stop_gradient(k)
+    return k, ps.rest[k] - 0.5 * a * b * jnp.exp(2.0 * ps.log_abs_w[k])
+
+
+def scaled_w2(ln: Line, a: float, k):
+    r"""``(w_k^2 4^-j, 2 j log 2)``, ``w_k = (mu - m_k) / sqrt(V_k)``, at a power-of-two scale.
+
+    ``j >= 0`` (a constant) is the smallest that keeps the scaled value finite.
+    """
+    lv, _ = log_lambda(a, ln.log_rho[k])
+    log_w = safe_log_abs(ln.half_delta[k]) + _LOG2 - ln.log_s[k] - 0.5 * lv
+    j = jax.lax.stop_gradient(
+        jnp.maximum(0.0, jnp.ceil((log_w - 0.5 * log_max(lv.dtype) + 4.0) / _LOG2))
+    )
+    # One exponential: a product of a huge difference and a small factor would overflow
+    # in the reverse pass (its cotangent is the product of the two) even where w^2 does not.
+    log_w2 = 2.0 * (safe_log_abs(ln.half_delta[k]) + (1.0 - j) * _LOG2 - ln.log_s[k] - 0.5 * lv)
+    return jnp.exp(log_w2), 2.0 * j * _LOG2
+
+
+def single_log_power_grad(ln: Line, a: float, k):
+    r"""``d log int q^a (pi_k N_k)^(1 - a) / d(mu, log sigma)``, closed form in log space.
+
+    With ``u = (mu - m) / s``, ``rho = sigma / s``, ``lambda = a + b rho^2``:
+    ``(-a b u / (s lambda), -a b expm1(2 log rho) / lambda + a b^2 (u rho / lambda)^2)``;
+    ``u rho`` is formed as one logarithm, so neither ``u^2`` overflowing nor
+    ``rho^2`` underflowing loses it.
+    """
+    b = 1.0 - a
+    lv, _ = log_lambda(a, ln.log_rho[k])
+    log_u = safe_log_abs(ln.half_delta[k]) + _LOG2 - ln.log_s[k]
+    sign = jnp.sign(ln.half_delta[k])
+    g_loc = -a * b * sign * jnp.exp(log_u - ln.log_s[k] - lv)
+    cross = jnp.exp(2.0 * (log_u + ln.log_rho[k] - lv))
+    g_ls = -a * b * jnp.expm1(2.0 * ln.log_rho[k]) * jnp.exp(-lv) + a * b * b * cross
+    return g_loc, g_ls
+
+
+class Peaks(NamedTuple):
+    r"""The Gaussian-shaped bounds ``q^a (pi_k N_k)^(1 - a)`` of a 1-D pair, in ``x``."""
+
+    pd: jax.Array  # (M,) the bound decays (Lambda_k > 0)
+    log_width: jax.Array  # (M,) log Lambda_k^{-1/2}
+    base_q: jax.Array  # (M,) x*_k is measured from mu (else from m_k)
+    offset: jax.Array  # (M,) x*_k - base, computed in closed form
+    log_peak: jax.Array  # (M,) E_k(x*_k), the log of the bound's peak per unit x
+
+
+def peaks(ln: Line, a: float) -> Peaks:
+    r"""Centres, widths and heights of the bounds ``E_k`` (completed squares in ``x``).
+
+    ``E_k(x) = -Lambda_k (x - x*_k)^2 / 2 + E_k(x*_k)``,
+    ``Lambda_k = a / sigma^2 + b / s_k^2``,
+    ``x*_k - m_k = a (mu - m_k) s_k^2 / V_k`` and ``x*_k - mu = -b (mu - m_k) sigma^2 / V_k``
+    (the nearer of the two is kept, so a peak sitting on ``q`` or on a
+    component is placed to that density's precision), with ``V_k = a s_k^2 + b sigma^2``.
+    """
+    b = 1.0 - a
+    lv, pd = log_lambda(a, ln.log_rho)
+    w2 = jnp.exp(2.0 * (safe_log_abs(ln.half_delta) + _LOG2 - ln.log_s - 0.5 * lv))
+    log_peak = -0.5 * a * b * w2 - a * ln.log_scale - b * ln.log_s - 0.5 * LOG_2PI + b * ln.log_pi
+    log_width = ln.log_scale - 0.5 * lv
+    base_q = 2.0 * ln.log_rho + math.log(abs(b)) < math.log(abs(a))
+    big = 0.25 * float(jnp.finfo(lv.dtype).max)
+    delta = jnp.clip(2.0 * ln.half_delta, -big, big)
+    off_m = a * delta * jnp.exp(-lv)
+    off_q = -b * delta * jnp.exp(2.0 * ln.log_rho - lv)
+    offset = jnp.clip(jnp.where(base_q, off_q, off_m), -big, big)
+    return Peaks(pd, log_width, base_q, offset, log_peak)
+
+
+def cross_entropy_parts(p, q) -> tuple[jax.Array, jax.Array]:
+    r"""``(C, log B)`` with ``-E_p[log q] = C + B``, both finite for every finite ``q``.
+
+    ``C = d log(2 pi) / 2 + log det L`` and ``B = tr(L^{-1} E_p[(x - mu)(x - mu)^T] L^{-T}) / 2``,
+    the part that grows without bound as ``q`` narrows or moves away. ``log B``
+    stays finite where ``B`` itself is beyond the float range.
+    """
     loc, tril, log_diag = q.to_mvn()
     d = loc.shape[-1]
     mean = jnp.reshape(p.mean(), (d,))
     cov = jnp.reshape(p.covariance(), (d, d))
-    diff = mean - loc
-    inv = _linalg.solve_lower(tril, jnp.eye(d, dtype=tril.dtype)).T  # L^{-1}, rows
-    second = cov + diff[:, None] * diff[None, :]
-    return 0.5 * d * LOG_2PI + jnp.sum(log_diag) + 0.5 * jnp.sum((inv @ second) * inv)
+    diff = half_difference(mean, loc)  # (mean - loc) / 2: never overflows
+    if d == 1:
+        log_t1 = jnp.log(cov[0, 0]) - 2.0 * log_diag[0]
+        log_t2 = 2.0 * (safe_log_abs(diff[0]) + _LOG2 - log_diag[0])
+        return 0.5 * LOG_2PI + log_diag[0], jnp.logaddexp(log_t1, log_t2) - _LOG2
+    c = jax.lax.stop_gradient(jnp.max(log_diag))
+    inv = _linalg.solve_lower(tril * jnp.exp(-c), jnp.eye(d, dtype=tril.dtype)).T
+    v = inv @ diff  # L~^{-1} (mean - loc) / 2, with L~ = L e^{-c}
+    t1 = jnp.sum((inv @ cov) * inv)
+    log_t2 = 2.0 * (_log_norm(v) + _LOG2)
+    log_b = jnp.logaddexp(jnp.log(t1), log_t2) - _LOG2 - 2.0 * c
+    return 0.5 * d * LOG_2PI + jnp.sum(log_diag), log_b
+
+
+def cross_entropy_terms(p, q) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""``(C, Q, log_f)`` with ``-E_p[log q] = C + Q exp(log_f)``; ``log_f`` is a constant.
+
+    In 1-D ``Q = (Var_p + (E_p x - mu)^2) / (2 sigma^2 F)``, with ``F = 1``
+    unless that nears the float range: autodiff never forms ``0 * inf`` nor
+    overflows on the way. In ``d`` dimensions ``L`` is first divided by its largest diagonal entry
+    ``exp(c)`` and ``log_f = -2 c`` (stop-gradient), so ``Q`` stays in range.
+    """
+    loc, tril, log_diag = q.to_mvn()
+    d = loc.shape[-1]
+    mean = jnp.reshape(p.mean(), (d,))
+    cov = jnp.reshape(p.covariance(), (d, d))
+    if d == 1:
+        # Scale by F = exp(log_f) once B nears the range, so that Q and every
+        # intermediate of its derivative stay finite.
+        _, log_b = cross_entropy_parts(p, q)
+        log_f = jax.lax.stop_gradient(jnp.maximum(0.0, log_b - 0.5 * log_max(log_b.dtype)))
+        diff = times_exp(half_difference(mean[0], loc[0]), _LOG2 - log_diag[0] - 0.5 * log_f)
+        var = jnp.exp(jnp.log(cov[0, 0]) - 2.0 * log_diag[0] - log_f)
+        return 0.5 * LOG_2PI + log_diag[0], 0.5 * (var + diff * diff), log_f
+    c = jax.lax.stop_gradient(jnp.max(log_diag))
+    inv = _linalg.solve_lower(tril * jnp.exp(-c), jnp.eye(d, dtype=tril.dtype)).T
+    v = inv @ (2.0 * half_difference(mean, loc))
+    quad = 0.5 * (jnp.sum((inv @ cov) * inv) + jnp.sum(v * v))
+    return 0.5 * d * LOG_2PI + jnp.sum(log_diag), quad, -2.0 * c
+
+
+def cross_entropy(p, q) -> jax.Array:
+    r"""``-E_p[log q]``, closed form in p's mean and covariance, any ``d``.
+
+    ``+inf`` where it is beyond the float range (see `cross_entropy_terms`).
+    """
+    c, quad, log_f = cross_entropy_terms(p, q)
+    return c + mul_exp(quad, log_f)
 
 
 class PairTerms(NamedTuple):
@@ -204,8 +542,9 @@ class PairTerms(NamedTuple):
 
     log_terms: jax.Array  # (M, M)
     diff: jax.Array  # (M, M, d) c_ij - mu
-    dmat: jax.Array  # (M, M, d, d) Sigma - C_ij (identity where not pd)
+    dmat: jax.Array  # (M, M, d, d) Sigma - C_ij (identity where not pd; unused in 1-D)
     pd: jax.Array  # (M, M)
+    cmat: jax.Array  # (M, M, d, d) C_ij
 
 
 def chi2_forward_pairs(p, q) -> PairTerms:
@@ -213,7 +552,8 @@ def chi2_forward_pairs(p, q) -> PairTerms:
 
     ``int N(x; c, C) / N(x; mu, Sigma) = (2 pi)^{d/2} det Sigma det(D)^{-1/2}
     exp((c - mu)^T D^{-1} (c - mu) / 2)`` with ``D = Sigma - C``, finite iff
-    ``D`` is positive definite.
+    ``D`` is positive definite. In 1-D ``D = sigma^2 (1 - C / sigma^2)`` is
+    kept in that form (``sigma^2`` may overflow where the value does not).
     """
     locs, trils = p.mvn()
     loc, tril, log_diag = q.to_mvn()
@@ -232,15 +572,26 @@ def chi2_forward_pairs(p, q) -> PairTerms:
     log_n = -0.5 * (_linalg.logdet_spd(s_sum) + d * LOG_2PI) - 0.5 * jnp.einsum(
         "...i,...ij,...j->...", dm, s_inv, dm
     )
+    log_pi = p.log_probs
+    if d == 1:
+        ratio = cmat[..., 0, 0] * jnp.exp(-2.0 * log_diag[0])  # C / sigma^2
+        pd = jax.lax.stop_gradient(ratio < 1.0)
+        one_minus = jnp.where(pd, 1.0 - ratio, 1.0)
+        diff = 2.0 * half_difference(centre, loc)
+        scaled = times_exp(diff[..., 0], -log_diag[0])  # (c - mu) / sigma
+        quad = scaled * scaled / one_minus
+        log_int = log_n + 0.5 * LOG_2PI + log_diag[0] - 0.5 * jnp.log(one_minus)
+        log_terms = log_pi[:, None] + log_pi[None, :] + log_int + 0.5 * quad
+        dmat = jnp.ones_like(cmat)
+        return PairTerms(log_terms, diff, dmat, pd, cmat)
     dmat = tril @ tril.T - cmat
     pd = jax.lax.stop_gradient(_linalg.is_positive_definite(dmat))
     dmat = jnp.where(pd[..., None, None], dmat, jnp.eye(d, dtype=dmat.dtype))
     diff = centre - loc
     quad = jnp.sum(diff * _linalg.solve_spd(dmat, diff), -1)
     log_int = log_n + 0.5 * d * LOG_2PI + 2.0 * jnp.sum(log_diag) - 0.5 * _linalg.logdet_spd(dmat)
-    log_pi = p.log_probs
     log_terms = log_pi[:, None] + log_pi[None, :] + log_int + 0.5 * quad
-    return PairTerms(log_terms, diff, dmat, pd)
+    return PairTerms(log_terms, diff, dmat, pd, cmat)
 
 
 def chi2_forward_log1p(p, q) -> jax.Array:

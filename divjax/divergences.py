@@ -46,7 +46,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from divjax import _checks, gradients_1d, integrals
-from divjax.closed_forms import cross_entropy, frame, power_integral_infinite
+from divjax.closed_forms import (
+    clamp_at_zero,
+    cross_entropy,
+    cross_entropy_parts,
+    cross_entropy_terms,
+    frame,
+    gaussian_kl,
+    line,
+    log1p_from,
+    mul_exp,
+    power_integral_infinite,
+    times_exp,
+)
 from divjax.targets import GaussianMixture
 
 DIVERGENCES = ("kl_forward", "kl_reverse", "chi2_forward", "chi2_reverse")
@@ -113,19 +125,44 @@ def _reduces_to_kl(name: str, alpha) -> str | None:
 # --- values -------------------------------------------------------------------
 
 
-def _kl_value(name, p, q, rule=None):
+def _kl_values(name, p, q, rule=None):
+    """``(value, log(1 + value))`` of a KL; the logarithm stays finite beyond the float range."""
     if name == "kl_reverse":
-        return integrals.kl_reverse(p, q, rule)
-    return integrals.neg_entropy(p) + cross_entropy(p, q)
+        if rule is not None:
+            value = integrals.kl_reverse(p, q, rule)
+            return value, jnp.log1p(value)
+        value, log_value = integrals.kl_reverse_values(p, q)
+        return value, log1p_from(value, log_value)
+    if p.dim == 1 and p.num_components == 1:  # closed form, accurate however small
+        ln = line(p, q)
+        w = times_exp(ln.half_delta[0], math.log(2.0) - ln.log_scale)
+        value, log_value = gaussian_kl(-2.0 * ln.log_rho[0], w)
+        return value, log1p_from(value, log_value)
+    neg_entropy = integrals.neg_entropy(p)
+    value = neg_entropy + cross_entropy(p, q)
+    value = clamp_at_zero(value)
+    # log(1 + A + B) with B = exp(log_b) the part that can overflow.
+    c, log_b = cross_entropy_parts(p, q)
+    big = log_b > 20.0
+    lb = jnp.where(big, log_b, 20.0)
+    log1p = jnp.where(
+        big,
+        lb + jnp.log1p((1.0 + neg_entropy + c) * jnp.exp(-lb)),
+        jnp.log1p(jnp.where(big, 0.0, value)),
+    )
+    return value, log1p
 
 
-def _from_log(name: str, alpha, log_i):
-    """``(value, log(1 + value))`` of a power divergence from ``log I``."""
+def _from_log(name: str, alpha, log_i, log_abs_log_i):
+    """``(value, log(1 + value))`` of a power divergence from ``log I`` (and ``log|log I|``)."""
     if name.startswith("chi2"):
         return jnp.expm1(log_i), log_i
     if name.startswith("renyi"):
         value = log_i / (alpha - 1.0)
-        return value, jnp.log1p(value)
+        finite = jnp.isfinite(value)
+        # Where log I itself overflowed: log(1 + D) = log|log I| - log|alpha - 1| to rounding.
+        far = log_abs_log_i - math.log(abs(alpha - 1.0))
+        return value, jnp.where(finite, jnp.log1p(jnp.where(finite, value, 0.0)), far)
     if name == "hellinger":
         value = -jnp.expm1(log_i)
         return value, jnp.log1p(value)
@@ -140,13 +177,17 @@ def _values(name: str, alpha, p, q, rule=None):
     """``(value, log(1 + value))`` at ``q`` (no infinity handling); ``rule`` replaces q's."""
     kl = _reduces_to_kl(name, alpha)
     if kl is not None:
-        value = _kl_value(kl, p, q, rule)
-        return value, jnp.log1p(value)
+        return _kl_values(kl, p, q, rule)
     if name == "jensen_shannon":
         value = integrals.jensen_shannon(p, q, rule)
         return value, jnp.log1p(value)
-    log_i = integrals.log_power_integral(p, q, exponent(name, alpha), rule)
-    return _from_log(name, alpha, log_i)
+    a = exponent(name, alpha)
+    if rule is None:
+        log_i, log_abs = integrals.log_power_values(p, q, a)
+    else:
+        log_i = integrals.log_power_integral(p, q, a, rule)
+        log_abs = jnp.log(jnp.abs(log_i))
+    return _from_log(name, alpha, log_i, log_abs)
 
 
 # --- the table ----------------------------------------------------------------
@@ -195,7 +236,11 @@ _HOW = {
 def _method(name, family):
     needs = _QUADRATURE.get(name) or _power_needs_quadrature(name)
     hand = gradients_1d.GRADIENTS.get(name) if family == "gaussian" else None
-    return Method(needs, hand, _HOW.get(name, "I(a) by quadrature in q's frame; closed form for I(-1) and one component"))
+    return Method(
+        needs,
+        hand,
+        _HOW.get(name, "I(a) by quadrature in q's frame; closed form for I(-1) and one component"),
+    )
 
 
 EXACT: dict[tuple[str, str, str], Method] = {
@@ -376,17 +421,33 @@ def _mark_infinite(grad, inf):
     return jax.tree_util.tree_map(lambda g: jnp.where(inf, jnp.inf, g), grad)
 
 
+def _cross_entropy_grad(p, q):
+    """``grad -E_p[log q]``, rescaled after differentiation (``+-inf``, never NaN, beyond range)."""
+    g_c = jax.grad(lambda q_: cross_entropy_terms(p, q_)[0])(q)
+    log_f = jax.lax.stop_gradient(cross_entropy_terms(p, q)[2])
+    g_q = jax.grad(lambda q_: cross_entropy_terms(p, q_)[1])(q)
+    return jax.tree_util.tree_map(lambda a, b: a + mul_exp(b, log_f), g_c, g_q)
+
+
 def _autodiff(name, alpha, p, q):
     kl = _reduces_to_kl(name, alpha)
+    if kl == "kl_reverse":
+        log_s = jax.lax.stop_gradient(integrals.kl_reverse_scaled(p, q)[1])
+        g = jax.grad(lambda q_: integrals.kl_reverse_scaled(p, q_)[0])(q)
+        return jax.tree_util.tree_map(lambda v: mul_exp(v, log_s), g)
+    if kl == "kl_forward":
+        return _cross_entropy_grad(p, q)  # E_p[log p] does not depend on q
     if kl is not None or name == "jensen_shannon":
         return jax.grad(lambda q_: _values(name, alpha, p, q_)[0])(q)
     a = exponent(name, alpha)
-    log_i, g = jax.value_and_grad(lambda q_: integrals.log_power_integral(p, q_, a))(q)
+    # grad log I from pieces that stay finite where log I overflows: never NaN.
+    log_i = integrals.log_power_values(p, q, a)[0]
+    g = integrals.log_power_grad(p, q, a)
     if name.startswith("renyi"):
         return jax.tree_util.tree_map(lambda v: v / (alpha - 1.0), g)
-    # value = c expm1(log I): chi-squares c = 1, Hellinger c = -1, Amari c = 1 / (alpha (alpha - 1)).
+    # value = c expm1(log I): chi-squares c = 1, Hellinger -1, Amari 1 / (alpha (alpha - 1)).
     c = {"hellinger": -1.0, "amari": 1.0 / (alpha * (alpha - 1.0)) if alpha else 1.0}.get(name, 1.0)
-    return jax.tree_util.tree_map(lambda v: gradients_1d.scaled(log_i, c * v), g)
+    return jax.tree_util.tree_map(lambda v: mul_exp(c * v, log_i), g)
 
 
 def autodiff_grad(name: str, p, q, *, alpha=None):
@@ -415,7 +476,7 @@ def exact_grad(name: str, p, q, *, alpha=None):
     if method.hand_grad is not None and _reduces_to_kl(name, alpha) in (None, name):
         grad = method.hand_grad(p, q_used)
     elif _reduces_to_kl(name, alpha) == "kl_forward":
-        grad = jax.grad(lambda q_: cross_entropy(p, q_))(q_used)
+        grad = _cross_entropy_grad(p, q_used)
     else:
         grad = _autodiff(name, alpha, p, q_used)
     return _mark_infinite(grad, inf)

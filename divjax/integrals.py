@@ -1,26 +1,39 @@
 r"""The exact integrals that have no closed form, by quadrature in the right frame.
 
-- Expectations under ``q`` (``KL(q || p)``, ``I(a) = int q^a p^(1 - a)``, the
-  q-half of Jensen-Shannon) are integrated in q's standardized variable ``z``
-  (``x = mu + L z``), with the integrand built from the per-component closed
-  forms of `divjax.closed_forms` (no ``x`` is ever formed, so ``q`` may be
-  1e-30 wide or 1e5 away and nothing cancels or overflows).
-- Expectations under ``p`` (``E_p[log p]``, the p-half of Jensen-Shannon) are
-  integrated in ``x`` around p's components.
+Every integral is taken in a variable in which the part of the integrand that
+matters is resolved, and every quantity that can overflow is kept as a
+logarithm, so values stay accurate however narrow (``sigma = 1e-30``), wide or
+far (``|mu| = 1e30``) ``q`` is, and a value beyond the float range comes out as
+``inf`` with a finite logarithm.
 
-Anchors (`divjax.quadrature`): ``q`` at ``z = 0`` (width 1), every component
-of ``p`` (centre ``L^{-1}(m_k - mu)``, its extent in ``z``), the peak of every
-bound ``q^a N_k^(1 - a)`` (centre ``z_k^*``, width ``Lambda_k^{-1/2}``), and in
-1-D every dominance crossing of the mixture. The window holds ``q`` and those
-peaks, which bound the integrand; ``q^2 / p`` can peak 60 q-widths away from
-``q``'s mean (``N(12, 1.3^2)`` on the default target), far outside any fixed
-window around ``q``. 1-D or 2-D (a tensor-product rule); ``d > 2`` has no
-quadrature.
+- ``KL(q || p)`` (`kl_reverse_values`): ``-E_q[log(p / q)]`` in q's
+  standardized variable ``z`` (``x = mu + L z``), centred on the component
+  that dominates ``q``'s bulk: ``KL = -E_q[r_*] - E_q[log sum_k exp(r_k - r_*)]``
+  with ``r_k = log(pi_k N_k / q)``. ``E_q[r_*]`` is closed form, so a ``q``
+  1e5 away costs no digits (and no digits of its gradient); in 1-D all terms
+  are divided by a scale ``S`` where they would overflow.
+- ``I(a) = int q^a p^(1 - a)``, ``a > 1`` (chi-square reverse, Renyi
+  ``alpha > 1``): in ``z``, with the peaks of the Gaussian-shaped bounds
+  ``q^a N_k^(1 - a)`` as anchors (`q_rule`).
+- ``I(a)``, ``a < 1`` (Hellinger, Renyi ``alpha < 1``, Amari, Renyi forward)
+  and Jensen-Shannon in 1-D: the line is shared among *claims*
+  (`divjax.quadrature.claims_rule`) -- the bounds' peaks, or ``q`` and the
+  components -- each part integrated in its owner's variable, so a component
+  1e-10 as wide as ``q`` and 1e8 of its widths away is still resolved.
+- Once ``|log I|`` exceeds ``100 / eps`` it is the largest (smallest) of the
+  single-component closed forms to rounding (`divjax.closed_forms.asymptotic_log_power`);
+  the quadrature is then evaluated at a harmless ``q`` and discarded.
+- ``E_p[log p]`` (`neg_entropy`, for ``KL(p || q)``) is integrated in ``x``
+  around p's components.
+
+2-D: the same in ``z`` with a tensor-product rule (Jensen-Shannon's p-part as
+``p``'s mass outside q's window); ``d > 2`` has no quadrature.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,25 +42,68 @@ from jax.scipy.special import logsumexp
 from divjax import _linalg, quadrature
 from divjax.closed_forms import (
     Frame,
+    asymptotic_log_power,
     chi2_forward_log1p,
+    clamp_at_zero,
     frame,
+    gaussian_kl,
+    half_difference,
+    line,
+    log_max,
     log_power_integrand,
     log_ratios,
+    mul_exp,
+    peaks,
     power_integral_infinite,
+    power_singles,
     power_terms,
+    safe_log_abs,
+    scaled_w2,
+    single_log_power_grad,
     single_log_power_integral,
 )
-from divjax.families import LOG_2PI, normal_log_prob
+from divjax.families import LOG_2PI
 
 _LOG2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * LOG_2PI
+# Terms are divided by S = exp(log A - _SCALE_AT) once their size A exceeds exp(_SCALE_AT).
+_SCALE_AT = 40.0
+stop = jax.lax.stop_gradient
+
+
+def _big(dtype) -> float:
+    return 0.125 * float(jnp.finfo(dtype).max)
+
+
+def _ucap(dtype) -> float:
+    """A standardized distance whose square is still finite: beyond it a density is 0."""
+    return 1e-3 * math.sqrt(float(jnp.finfo(dtype).max))
+
+
+def _divide(num, log_den, cap):
+    r"""``num / exp(log_den)`` clipped to ``+-cap``, with finite gradients everywhere.
+
+    A multiplication by ``exp(-log_den)`` (a division's derivative would form
+    ``den^2``, which underflows for ``den = 1e-30`` in float32).
+    """
+    lm = log_max(jnp.result_type(num)) - 1.0
+    inv = jnp.exp(-jnp.clip(log_den, -lm, lm))
+    ok = jnp.abs(num) * inv < cap
+    return jnp.where(ok, jnp.where(ok, num, 0.0) * inv, jnp.sign(num) * cap)
+
+
+# --- rules in q's frame -------------------------------------------------------
 
 
 def _component_anchors(f: Frame, p) -> tuple[jax.Array, jax.Array]:
     """Centres and per-axis extents of p's components in q's frame, ``(M, d)`` each."""
     locs, trils = p.mvn()
     if f.loc.shape[-1] == 1:
-        inv_rho = jnp.exp(-f.log_rho)
-        return -f.u * inv_rho[:, None], inv_rho[:, None]
+        ln_big = math.log(_ucap(f.u.dtype))
+        log_c = safe_log_abs(half_difference(f.loc[0], locs[:, 0])) + _LOG2 - f.log_diag[0]
+        centre = -jnp.sign(f.loc[0] - locs[:, 0]) * jnp.exp(jnp.minimum(log_c, ln_big))
+        width = jnp.exp(jnp.minimum(-f.log_rho, ln_big))
+        return centre[:, None], width[:, None]
     centre = _linalg.solve_lower(f.tril, locs - f.loc)
     v = _linalg.solve_lower(f.tril, jnp.swapaxes(trils, -1, -2))  # rows: L^{-1} T_k columns
     return centre, jnp.sqrt(jnp.sum(v**2, axis=-2))
@@ -66,8 +122,10 @@ def q_rule(p, f: Frame, terms=None) -> tuple[jax.Array, jax.Array]:
     if terms is not None:
         eye = jnp.eye(d, dtype=dtype)
         cov = _linalg.inv_spd(jnp.where(terms.pd[:, None, None], terms.prec, eye))
-        centres.append(jnp.where(terms.pd[:, None], terms.centre, 0.0))
-        widths.append(jnp.sqrt(jnp.diagonal(cov, 0, -2, -1)))
+        ok = terms.pd[:, None] & jnp.all(jnp.isfinite(terms.centre), -1, keepdims=True)
+        far = _ucap(dtype)  # a peak farther out is in the asymptotic regime (log I > 1e30)
+        centres.append(jnp.clip(jnp.where(ok, terms.centre, 0.0), -far, far))
+        widths.append(jnp.clip(jnp.sqrt(jnp.diagonal(cov, 0, -2, -1)), 0.0, far))
     lo, hi = quadrature.window(jnp.concatenate(centres), jnp.concatenate(widths))
     comp_c, comp_w = _component_anchors(f, p)
     centres, widths = jnp.concatenate(centres + [comp_c]), jnp.concatenate(widths + [comp_w])
@@ -75,10 +133,18 @@ def q_rule(p, f: Frame, terms=None) -> tuple[jax.Array, jax.Array]:
         return quadrature.rule_2d(centres, widths, lo, hi)
     locs, trils = p.mvn()
     x_c, kappa = quadrature.mixture_crossings(p.log_probs, locs[:, 0], trils[:, 0, 0])
-    sigma = jnp.exp(f.log_diag[0])
-    crossings = ((x_c - f.loc[0]) / sigma, kappa * sigma)
+    crossings = _crossings_in(x_c, kappa, f.loc[0], f.log_diag[0])
     z, w = quadrature.rule_1d(centres[:, 0], widths[:, 0], lo[0], hi[0], crossings)
     return z[:, None], w
+
+
+def _crossings_in(x_c, kappa, centre, log_width):
+    """Crossings ``(t, kappa_t)`` in the variable ``t = (x - centre) / width``, clipped."""
+    big = _ucap(jnp.result_type(x_c))
+    log_t = safe_log_abs(half_difference(x_c, centre)) + _LOG2 - log_width
+    t = jnp.sign(x_c - centre) * jnp.exp(jnp.minimum(log_t, math.log(big)))
+    k = jnp.exp(jnp.clip(jnp.log(kappa) + log_width, -math.log(big), math.log(big)))
+    return t, k
 
 
 def _log_std_normal(z: jax.Array) -> jax.Array:
@@ -90,35 +156,382 @@ def _check_dim(p) -> None:
         raise ValueError(f"quadrature needs d <= 2, got d = {p.dim}")
 
 
-def kl_reverse(p, q, rule=None) -> jax.Array:
-    r"""``KL(q || p) = -E_q[log(p / q)]``, in q's frame (``rule``: a fixed ``(z, w)`` instead)."""
+# --- KL(q || p) -----------------------------------------------------------------
+
+
+def _dominant(expected_r):
+    """The component with the largest ``E_q[r_k]`` (stop-gradient)."""
+    return stop(jnp.argmax(jnp.where(jnp.isnan(expected_r), -jnp.inf, expected_r)))
+
+
+def _kl_reverse_centred(p, q, rule=None) -> jax.Array:
+    r"""``KL(q || p)`` in q's frame (``d <= 2``): ``-E_q[r_*] - E_q[log sum_k exp(r_k - r_*)]``."""
     _check_dim(p)
     f = frame(p, q)
     z, w = q_rule(p, f) if rule is None else rule
-    ell = logsumexp(log_ratios(f, z), axis=-1)
-    return -quadrature.weighted_sum(w * jnp.exp(_log_std_normal(z)), ell)
+    d = z.shape[-1]
+    btb = jnp.swapaxes(f.b, -1, -2) @ f.b
+    tr = d - jnp.trace(btb, axis1=-2, axis2=-1)
+    expected_r = 0.5 * tr - 0.5 * jnp.sum(f.u**2, -1) + f.c  # E_q[r_k]
+    k = _dominant(expected_r)
+    r = log_ratios(f, z)
+    sp = logsumexp(r - r[:, k][:, None], axis=-1)
+    return -expected_r[k] - quadrature.weighted_sum(w * jnp.exp(_log_std_normal(z)), sp)
+
+
+def _kl_line_terms(p, q):
+    r"""The pieces of ``KL(q || p)`` for a 1-D mixture, divided by ``S`` (`kl_reverse_scaled`)."""
+    ln = line(p, q)
+    dtype = ln.log_scale.dtype
+    log_u = safe_log_abs(ln.half_delta) + _LOG2 - ln.log_s
+    log_a = jnp.logaddexp(2.0 * log_u, 2.0 * ln.log_rho) - _LOG2  # (u^2 + rho^2) / 2
+    c = ln.log_pi + ln.log_rho
+    small = log_a < 60.0
+    score = c + 0.5 - jnp.exp(jnp.minimum(log_a, 60.0))  # E_q[r_k]
+    k = stop(
+        jnp.where(jnp.any(small), jnp.argmax(jnp.where(small, score, -jnp.inf)), jnp.argmin(log_a))
+    )
+    log_s = stop(jnp.maximum(log_a[k] - _SCALE_AT, 0.0))
+    inv_s = jnp.exp(-log_s)
+    lam = jnp.maximum(log_u, ln.log_rho)
+    # Components far larger than the scale are negligible spikes or far-away tails.
+    keep = stop(2.0 * lam - log_s < log_max(dtype) - 20.0)
+    us = jnp.where(
+        keep, 2.0 * ln.half_delta * jnp.exp(jnp.where(keep, -ln.log_s - 0.5 * log_s, 0.0)), 0.0
+    )
+    rs = jnp.where(keep, jnp.exp(jnp.where(keep, ln.log_rho - 0.5 * log_s, 0.0)), 0.0)
+    f = frame(p, q)
+    z, w = q_rule(p, f)
+    z = z[:, 0]
+    mass = w * jnp.exp(-0.5 * z * z - _HALF_LOG_2PI)
+    v = us + rs * z[:, None]  # (u_k + rho_k z) / sqrt(S)
+    r = jnp.where(keep, (c + 0.5 * z[:, None] ** 2) * inv_s - 0.5 * v * v, -jnp.inf)
+    gap = (r - r[:, k][:, None]) * jnp.exp(jnp.minimum(log_s, 60.0))
+    gap = jnp.where(keep, gap, -jnp.inf)
+    return ln, k, log_s, inv_s, us, rs, z, mass, v, gap, c
+
+
+def kl_reverse_scaled(p, q) -> tuple[jax.Array, jax.Array]:
+    r"""``(K, log S)`` with ``KL(q || p) = K S`` (``log S`` a constant, ``0`` unless huge).
+
+    1-D mixtures: the centred form of the module docstring with every term
+    divided by ``S = exp(max(0, log A_* - 40))``, ``A_* = (u_*^2 + rho_*^2) / 2``
+    the dominant component's size. One component: closed form. 2-D: the
+    centred form in q's frame (``S = 1``).
+    """
+    if p.dim == 1 and p.num_components == 1:
+        ln = line(p, q)
+        w = 2.0 * ln.half_delta[0] * jnp.exp(-ln.log_s[0])
+        value, _ = gaussian_kl(2.0 * ln.log_rho[0], w)
+        return value, jnp.zeros_like(value)
+    if p.dim != 1:
+        value = _kl_reverse_centred(p, q)
+        value = clamp_at_zero(value)
+        return value, jnp.zeros_like(value)
+    ln, k, log_s, inv_s, us, rs, z, mass, v, gap, c = _kl_line_terms(p, q)
+    expected = (c[k] + 0.5) * inv_s - 0.5 * (us[k] ** 2 + rs[k] ** 2)
+    sp = logsumexp(gap, axis=-1)  # >= 0: the k-th gap is 0
+    scaled = -expected - inv_s * jnp.sum(mass * sp)
+    scaled = clamp_at_zero(scaled)  # no rounding-level negative
+    return scaled, log_s
+
+
+def kl_reverse_values(p, q) -> tuple[jax.Array, jax.Array]:
+    r"""``(KL(q || p), log KL(q || p))``; the logarithm is finite where the value overflows."""
+    if p.dim == 1 and p.num_components == 1:
+        ln = line(p, q)
+        w = 2.0 * ln.half_delta[0] * jnp.exp(-ln.log_s[0])
+        return gaussian_kl(2.0 * ln.log_rho[0], w)
+    scaled, log_s = kl_reverse_scaled(p, q)
+    return mul_exp(scaled, log_s), jnp.log(scaled) + log_s
+
+
+def kl_reverse_line_grad(p, q) -> tuple[jax.Array, jax.Array]:
+    r"""``d KL(q || p) / d(mu, log sigma)`` for a 1-D mixture, from the centred form.
+
+    ``d(-E_q[r_*]) = (u_* / s_*, rho_*^2 - 1)`` in closed form, and
+    ``d E_q[log sum_k exp(r_k - r_*)] = E_q[sum_k resp_k (dr_k - dr_*)]`` with
+    ``dr_k / dmu = -(u_k + rho_k z) / s_k``,
+    ``dr_k / dlog sigma = 1 - (u_k + rho_k z) rho_k z``; far from ``p`` every
+    ``resp_k``, ``k != *``, vanishes and the gradient is the closed form alone.
+    """
+    ln, k, log_s, inv_s, us, rs, z, mass, v, gap, c = _kl_line_terms(p, q)
+    resp = jax.nn.softmax(gap, axis=-1)
+    inv_sk = jnp.exp(-ln.log_s - 0.5 * log_s)  # 1 / (s_k sqrt(S))
+    d_loc = -v * inv_sk  # (dr_k / dmu) / S
+    d_ls = inv_s - v * rs * z[:, None]  # (dr_k / dlog sigma) / S
+    g_loc = us[k] * inv_sk[k] - jnp.sum(mass * jnp.sum(resp * (d_loc - d_loc[:, k][:, None]), -1))
+    g_ls = rs[k] ** 2 - inv_s - jnp.sum(mass * jnp.sum(resp * (d_ls - d_ls[:, k][:, None]), -1))
+    return mul_exp(g_loc, log_s), mul_exp(g_ls, log_s)
+
+
+def kl_reverse(p, q, rule=None) -> jax.Array:
+    r"""``KL(q || p) = -E_q[log(p / q)]``, in q's frame (``rule``: a fixed ``(z, w)`` instead)."""
+    if rule is None:
+        return kl_reverse_values(p, q)[0]
+    return _kl_reverse_centred(p, q, rule)
+
+
+# --- I(a) ---------------------------------------------------------------------
+
+
+def _threshold(dtype) -> float:
+    """``|log I|`` beyond which the single-component closed forms are exact to rounding."""
+    return 100.0 / float(jnp.finfo(dtype).eps)
+
+
+def _safe_q(p, q, a: float, use):
+    """A 1-D ``q`` moved to a harmless point where ``use`` (only a discarded branch sees it)."""
+    s = jnp.abs(jnp.reshape(p.scale_trils, (-1,)))
+    dtype = jnp.result_type(q.loc)
+    log_scale = jnp.log(jnp.max(s) if a < 1 else jnp.min(s)).astype(dtype)
+    safe = (jnp.reshape(p.locs, (-1,))[0].astype(dtype), log_scale)
+    return type(q)._make(tuple(jnp.where(use, stop(s_), x) for s_, x in zip(safe, q)))
+
+
+def _claim_u(half_diff, lw, t, cap):
+    r"""``u[o, n, j] = (x_n - c_j) / w_j`` at the nodes ``t (J, N)`` of every frame ``o``.
+
+    ``x_n - c_j = (c_o - c_j) + w_o t_n`` is formed at a power-of-two scale
+    (``2^-8`` in frames wider than 1), so it never overflows and two huge
+    terms never cancel into a false zero; exactly ``t`` for ``j = o``.
+    """
+    f_log = jnp.where(lw > 0, -8.0 * _LOG2, 0.0)
+    num = half_diff[:, None, :] * (2.0 * jnp.exp(f_log))[:, None, None] + (
+        jnp.exp(lw + f_log)[:, None, None] * t[:, :, None]
+    )
+    u = _divide(num, lw[None, None, :] + f_log[:, None, None], cap)
+    own = jnp.eye(lw.shape[0], dtype=bool)[:, None, :]
+    return jnp.where(own, t[:, :, None], u)
+
+
+def _claim_crossings(p, ln, base, offset, lw):
+    """The mixture's crossings in every claim's variable: ``(t (J, C), width (J, C))``."""
+    big = _big(ln.log_scale.dtype)
+    x_c, kappa = quadrature.mixture_crossings(p.log_probs, ln.locs, jnp.exp(ln.log_s))
+    rel = jnp.clip(2.0 * half_difference(x_c[None, :], base[:, None]), -big, big)
+    rel = jnp.clip(rel - offset[:, None], -big, big)
+    t, k = _crossings_in(rel, kappa[None, :], 0.0, lw[:, None])
+    return t, 1.0 / k
+
+
+def _claims_power(p, q, a: float) -> jax.Array:
+    r"""``log I(a)`` for a 1-D mixture and ``a < 1``, on the claims of the bounds' peaks."""
+    ln = line(p, q)
+    pk = peaks(ln, a)
+    b = 1.0 - a
+    base = jnp.where(pk.base_q, ln.loc, ln.locs)
+    half_diff = half_difference(base[:, None], base[None, :]) + 0.5 * (
+        pk.offset[:, None] - pk.offset[None, :]
+    )
+    lw = pk.log_width
+    cross = _claim_crossings(p, ln, base, pk.offset, lw)
+    t, w = quadrature.claims_rule(half_diff, lw, cross)
+    u = _claim_u(half_diff, lw, t, _ucap(lw.dtype))
+    e = pk.log_peak - 0.5 * u * u
+    log_f = lw[:, None] + b * logsumexp(e / b, axis=-1)
+    return logsumexp(log_f.ravel(), b=w.ravel())
+
+
+def _q_frame_power(p, q, a: float, rule=None) -> jax.Array:
+    f = frame(p, q)
+    terms = power_terms(f, a)
+    z, w = q_rule(p, f, terms) if rule is None else rule
+    return logsumexp(log_power_integrand(terms, z, a), b=w)
+
+
+class PowerPieces(NamedTuple):
+    r"""``log I = where(use, rest - a b w2 exp(log_scale) / 2, value)`` (see `power_pieces`)."""
+
+    use: jax.Array  # the single-component limit (exact to rounding there)
+    value: jax.Array  # the quadrature or pairwise closed form (meaningless where use)
+    rest: jax.Array  # rest_k of the selected component
+    w2: jax.Array  # w_k^2 at a power-of-two scale (finite)
+    log_scale: jax.Array  # w_k^2 = w2 exp(log_scale), a constant
+    log_w: jax.Array  # log|w_k|
+
+
+def power_pieces(p, q, a: float) -> PowerPieces:
+    r"""The pieces of ``log I(a)``, each finite with a finite derivative.
+
+    In 1-D ``use`` where ``|log I_k| > 100 / eps`` (always, for one component);
+    the quadrature is then evaluated at a harmless ``q`` and discarded.
+    Differentiating ``rest`` and ``w2`` and recombining as
+    ``d rest - a b exp(log_scale) d w2 / 2`` (`divjax.closed_forms.mul_exp`)
+    gives ``d log I`` where ``log I`` overflows.
+    """
+    f = frame(p, q)
+    infinite = power_integral_infinite(f, a)
+    dtype = jnp.result_type(q.loc)
+    if p.dim == 1:
+        ln = line(p, q)
+        ps = power_singles(ln, a)
+        k, asym = asymptotic_log_power(ps, a)
+        w2, log_scale = scaled_w2(ln, a, k)
+        rest, log_w = ps.rest[k], ps.log_abs_w[k]
+        if p.num_components == 1:
+            zero = jnp.zeros((), dtype)
+            return PowerPieces(jnp.ones((), bool), zero, rest, w2, log_scale, log_w)
+        use = stop(~(jnp.abs(asym) <= _threshold(dtype)))
+        q_used = _safe_q(p, q, a, use | infinite)
+    else:
+        _check_dim(p)
+        use, q_used = jnp.zeros((), bool), q
+        rest, w2, log_scale = (jnp.zeros((), dtype) for _ in range(3))
+        log_w = jnp.full((), -jnp.inf, dtype)
+    if a == -1.0:
+        value = chi2_forward_log1p(p, q_used)
+    elif p.dim == 1 and a < 1:
+        value = _claims_power(p, q_used, a)
+    elif p.num_components == 1:
+        value = single_log_power_integral(power_terms(frame(p, q_used), a))
+    else:
+        value = _q_frame_power(p, q_used, a)
+    return PowerPieces(use, value, rest, w2, log_scale, log_w)
+
+
+def log_power_values(p, q, a: float) -> tuple[jax.Array, jax.Array]:
+    r"""``(log I(a), log|log I(a)|)`` (normalized ``p``); ``log I = +inf`` where infinite.
+
+    ``log|log I|`` is what the Renyi divergences need where ``log I`` itself
+    is beyond the float range (it is finite there).
+    """
+    if a in (0.0, 1.0):
+        zero = jnp.zeros((), jnp.result_type(q.loc))
+        return zero, jnp.full_like(zero, -jnp.inf)
+    infinite = power_integral_infinite(frame(p, q), a)
+    pc = power_pieces(p, q, a)
+    ab = a * (1.0 - a)
+    asym = pc.rest - 0.5 * ab * mul_exp(pc.w2, pc.log_scale)
+    log_i = jnp.where(pc.use, asym, pc.value)
+    log_i = clamp_at_zero(jnp.where(infinite, jnp.inf, log_i), _sign(a))
+    far = math.log(0.5 * abs(ab)) + 2.0 * pc.log_w
+    log_abs = jnp.where(jnp.isfinite(log_i), safe_log_abs(log_i), far)
+    return log_i, jnp.where(infinite, jnp.inf, log_abs)
+
+
+def log_power_grad(p, q, a: float):
+    r"""``grad log I(a)`` by autodiff of `power_pieces`, never NaN.
+
+    Where even ``w_k^2`` overflows (``log I`` beyond the float range) the
+    single-component limit's derivative is taken in closed form
+    (`divjax.closed_forms.single_log_power_grad`): autodiff would have to
+    multiply an overflowing ``u^2`` by an underflowing ``rho^2``.
+    """
+    ab = a * (1.0 - a)
+    pc = power_pieces(p, q, a)
+    g_value = jax.grad(lambda q_: power_pieces(p, q_, a).value)(q)
+    if p.dim != 1:
+        return g_value
+    g_rest = jax.grad(lambda q_: power_pieces(p, q_, a).rest)(q)
+    g_w = jax.grad(lambda q_: power_pieces(p, q_, a).w2)(q)
+    ln = line(p, q)
+    k, _ = asymptotic_log_power(power_singles(ln, a), a)
+    g_far = type(q)._make(single_log_power_grad(ln, a, k))
+    far = pc.use & (pc.log_scale > 0)
+    return jax.tree_util.tree_map(
+        lambda gv, gr, gw, gf: jnp.where(far, gf, jnp.where(pc.use, gr - 0.5 * ab * gw, gv)),
+        g_value,
+        g_rest,
+        g_w,
+        g_far,
+    )
+
+
+def _sign(a: float) -> float:
+    """The sign of ``log I(a)`` (Jensen): ``-1`` for ``0 < a < 1``, ``+1`` otherwise."""
+    return -1.0 if 0 < a < 1 else 1.0
 
 
 def log_power_integral(p, q, a: float, rule=None) -> jax.Array:
     r"""``log I(a) = log int q^a p^(1 - a) dx`` (normalized ``p``), ``+inf`` where infinite.
 
     Closed form for ``a in {0, 1}`` (zero), ``a = -1`` (`chi2_forward_log1p`)
-    and a one-component ``p``; quadrature in q's frame otherwise (``rule``: a
-    fixed ``(z, w)`` instead of the adaptive one).
+    and a one-component ``p``; quadrature otherwise (see the module
+    docstring; ``rule``: a fixed ``(z, w)`` in q's frame instead).
     """
+    if rule is None:
+        return log_power_values(p, q, a)[0]
     if a in (0.0, 1.0):
         return jnp.zeros((), jnp.result_type(q.loc))
     if a == -1.0:
         return chi2_forward_log1p(p, q)
     f = frame(p, q)
-    terms = power_terms(f, a)
-    if p.num_components == 1:
-        value = single_log_power_integral(terms)
-    else:
-        _check_dim(p)
-        z, w = q_rule(p, f, terms) if rule is None else rule
-        value = logsumexp(log_power_integrand(terms, z, a), b=w)
+    value = _q_frame_power(p, q, a, rule)
     return jnp.where(power_integral_infinite(f, a), jnp.inf, value)
+
+
+# --- Jensen-Shannon -----------------------------------------------------------
+
+# N(tau) = (1 + tau) log(1 + tau) + (1 - tau) log(1 - tau) = sum_n tau^(2n) / (n (2n - 1)).
+_JS = tuple(1.0 / (n * (2 * n - 1)) for n in range(1, 19))
+
+
+def _js_generator(y):
+    r"""``F(-y)``, ``y = |log(p / q)|``: the Jensen-Shannon integrand is ``max(p, q) F(-y) / 2``.
+
+    ``F(L) = e^L log(2 e^L / (1 + e^L)) + log(2 / (1 + e^L)) >= 0``; for small
+    ``y`` it is ``N(tau) / (1 - tau)``, ``tau = -tanh(y / 2)``, from a series,
+    so that ``q`` close to ``p`` keeps relative accuracy.
+    """
+    near = y < 0.62
+    yn = jnp.where(near, y, 0.0)
+    tau = -jnp.tanh(0.5 * yn)
+    t2 = tau * tau
+    acc = jnp.zeros_like(t2) + _JS[-1]
+    for c in _JS[-2::-1]:
+        acc = acc * t2 + c
+    series = t2 * acc / (1.0 - tau)
+    yf = jnp.where(near, 1.0, y)
+    e = jnp.exp(-yf)
+    l1 = jnp.log1p(e)
+    direct = e * (_LOG2 - yf - l1) + _LOG2 - l1
+    return jnp.where(near, series, direct)
+
+
+def _js_line(p, q) -> jax.Array:
+    r"""Jensen-Shannon for a 1-D mixture: claims ``q`` and the components, one integral."""
+    ln = line(p, q)
+    centres = jnp.concatenate([ln.loc[None], ln.locs])
+    lw = jnp.concatenate([ln.log_scale[None], ln.log_s])
+    half_diff = half_difference(centres[:, None], centres[None, :])
+    cross = _claim_crossings(p, ln, centres, jnp.zeros_like(centres), lw)
+    t, w = quadrature.claims_rule(half_diff, lw, cross)
+    u = _claim_u(half_diff, lw, t, _ucap(lw.dtype))  # (J, N, 1 + M)
+    log_n = -0.5 * u * u - lw - _HALF_LOG_2PI + lw[:, None, None]  # per unit t of frame o
+    log_q = log_n[..., 0]
+    log_p = logsumexp(log_n[..., 1:] + ln.log_pi, axis=-1)
+    y = jnp.abs(log_p - log_q)
+    terms = jnp.exp(jnp.maximum(log_p, log_q)) * _js_generator(y)
+    return 0.5 * jnp.sum(w * terms)
+
+
+def _js_q_frame(p, q, rule=None) -> jax.Array:
+    r"""Jensen-Shannon in q's frame (any ``d <= 2``): the window's integral plus ``log 2 / 2`` times
+    p's mass outside it (where ``q`` is below ``exp(-800)``)."""
+    _check_dim(p)
+    f = frame(p, q)
+    z, w = q_rule(p, f) if rule is None else rule
+    ell = logsumexp(log_ratios(f, z), axis=-1)
+    log_q = _log_std_normal(z)
+    log_p = log_q + ell
+    inside = jnp.sum(w * jnp.exp(jnp.maximum(log_p, log_q)) * _js_generator(jnp.abs(ell)))
+    outside = jnp.maximum(1.0 - jnp.sum(w * jnp.exp(log_p)), 0.0)
+    return 0.5 * inside + 0.5 * _LOG2 * outside
+
+
+def jensen_shannon(p, q, rule=None) -> jax.Array:
+    r"""``JS = KL(p || m) / 2 + KL(q || m) / 2``, ``m = (p + q) / 2``, as one non-negative integral.
+
+    ``JS = int max(p, q) F(-|log(p / q)|) / 2`` (`_js_generator`): no
+    cancellation between the halves, so a tiny JS keeps its relative accuracy.
+    """
+    if p.dim == 1 and rule is None:
+        return _js_line(p, q)
+    return _js_q_frame(p, q, rule)
+
+
+# --- expectations under p -------------------------------------------------------
 
 
 def p_rule(p) -> tuple[jax.Array, jax.Array]:
@@ -146,37 +559,17 @@ def neg_entropy(p) -> jax.Array:
     return quadrature.weighted_sum(w * jnp.exp(log_p), log_p)
 
 
-def jensen_shannon(p, q, rule=None) -> jax.Array:
-    r"""``JS = KL(p || m) / 2 + KL(q || m) / 2``, ``m = (p + q) / 2``.
-
-    ``E_q[log(2q / (p + q))] = log 2 - E_q[softplus(log(p / q))]`` in q's frame;
-    ``E_p[log(2p / (p + q))] = log 2 - E_p[softplus(log(q / p))]`` around p.
-    """
-    _check_dim(p)
-    f = frame(p, q)
-    z, w = q_rule(p, f) if rule is None else rule
-    ell = logsumexp(log_ratios(f, z), axis=-1)
-    q_half = _LOG2 - quadrature.weighted_sum(w * jnp.exp(_log_std_normal(z)), jax.nn.softplus(ell))
-    x, wx = p_rule(jax.lax.stop_gradient(p))
-    log_p = _at(p, x)
-    log_q = _at_q(q, x)
-    p_half = _LOG2 - quadrature.weighted_sum(wx * jnp.exp(log_p), jax.nn.softplus(log_q - log_p))
-    return 0.5 * (q_half + p_half)
-
-
-def _at_q(q, x: jax.Array) -> jax.Array:
-    """``log q`` at ``x (N, d)``; ``-inf`` (with a zero, not NaN, gradient) where it underflows."""
-    loc, tril, log_diag = q.to_mvn()
-    limit = 0.1 * math.sqrt(float(jnp.finfo(x.dtype).max) / x.shape[-1])
-
-    def standardize(x):  # in 1-D by exp(-log sigma): no 1 / sigma^2 in the derivative
-        if x.shape[-1] == 1:
-            return (x - loc) * jnp.exp(-log_diag)
-        return _linalg.solve_lower(tril, x - loc)
-
-    ok = jnp.all(jnp.abs(jax.lax.stop_gradient(standardize(x))) < limit, axis=-1)
-    z = standardize(jnp.where(ok[:, None], x, jax.lax.stop_gradient(loc)))
-    return jnp.where(ok, normal_log_prob(jnp.sum(z**2, -1), jnp.sum(log_diag), z.shape[-1]), -jnp.inf)
-
-
-__all__ = ["jensen_shannon", "kl_reverse", "log_power_integral", "neg_entropy", "p_rule", "q_rule"]
+__all__ = [
+    "jensen_shannon",
+    "kl_reverse",
+    "kl_reverse_line_grad",
+    "kl_reverse_scaled",
+    "kl_reverse_values",
+    "log_power_grad",
+    "log_power_integral",
+    "power_pieces",
+    "log_power_values",
+    "neg_entropy",
+    "p_rule",
+    "q_rule",
+]
