@@ -119,13 +119,15 @@ def _poly(x, coeffs):
     return acc
 
 
-_G = tuple(1.0 / math.factorial(n) for n in range(2, 20))  # e^x - 1 - x = x^2 sum x^(n-2) / n!
-_H = tuple((-1.0) ** n / n for n in range(2, 40))  # y - log1p(y) = y^2 sum (-y)^(n-2) / n
+# Short series below 1e-2, where the direct forms lose 2 eps / |x| relative (float32: 2.4e-5).
+_G = tuple(1.0 / math.factorial(n) for n in range(2, 10))  # e^x - 1 - x = x^2 sum x^(n-2) / n!
+_H = tuple((-1.0) ** n / n for n in range(2, 11))  # y - log1p(y) = y^2 sum (-y)^(n-2) / n
+SERIES_BELOW = 1e-2
 
 
 def expm1mx(x):
-    """``e^x - 1 - x``, accurate near 0 (a series for ``|x| < 1/2``); ``+inf`` on overflow."""
-    small = jnp.abs(x) < 0.5
+    """``e^x - 1 - x``, accurate near 0 (a series for ``|x| < 1e-2``); ``+inf`` on overflow."""
+    small = jnp.abs(x) < SERIES_BELOW
     xs = jnp.where(small, x, 0.0)
     xb = jnp.where(small, 1.0, x)
     return jnp.where(small, xs * xs * _poly(xs, _G), jnp.expm1(xb) - xb)
@@ -140,8 +142,8 @@ def log_expm1mx(x):
 
 
 def ymlog1p(y):
-    """``y - log1p(y)`` for ``y > -1``, accurate near 0 (a series for ``|y| < 1/4``)."""
-    small = jnp.abs(y) < 0.25
+    """``y - log1p(y)`` for ``y > -1``, accurate near 0 (a series for ``|y| < 1e-2``)."""
+    small = jnp.abs(y) < SERIES_BELOW
     ys = jnp.where(small, y, 0.0)
     yb = jnp.where(small, 1.0, y)
     return jnp.where(small, ys * ys * _poly(ys, _H), yb - jnp.log1p(yb))
@@ -390,7 +392,7 @@ def power_singles(ln: Line, a: float) -> PowerSingles:
 
 
 def asymptotic_log_power(ps: PowerSingles, a: float):
-    r"""``(k, log I_k)``: the single-component integral that ``log I`` tends to, and its index.
+    r"""``(onehot_k, log I_k)``: the single-component integral that ``log I`` tends to, and which.
 
     ``I`` lies within a factor ``M^|1 - a|`` of the largest (``a < 1``) or the
     smallest (``a > 1``) ``I_k = int q^a (pi_k N_k)^(1 - a)``, so once
@@ -400,13 +402,20 @@ def asymptotic_log_power(ps: PowerSingles, a: float):
     """
     b = 1.0 - a
     sq = jnp.exp(jnp.minimum(2.0 * ps.log_abs_w, log_max(ps.rest.dtype) - 1.0))
-    singles = ps.rest - 0.5 * a * b * sq
+    singles = jax.lax.stop_gradient(ps.rest - 0.5 * a * b * sq)
     if a > 1:
         k = jnp.argmin(jnp.where(ps.pd, singles, jnp.inf))
     else:
         k = jnp.argmax(singles)
-    k = jax.lax.stop_gradient(k)
-    return k, ps.rest[k] - 0.5 * a * b * jnp.exp(2.0 * ps.log_abs_w[k])
+    onehot = jnp.arange(singles.shape[-1]) == k
+    rest = jnp.sum(jnp.where(onehot, ps.rest, 0.0))
+    log_w = jnp.sum(jnp.where(onehot, ps.log_abs_w, 0.0))
+    return onehot, rest - 0.5 * a * b * jnp.exp(2.0 * log_w)
+
+
+def pick(x, onehot):
+    """``x[k]`` for a one-hot ``k`` (no gather)."""
+    return jnp.sum(jnp.where(onehot, x, 0.0), -1)
 
 
 def scaled_w2(ln: Line, a: float, k):
@@ -414,14 +423,14 @@ def scaled_w2(ln: Line, a: float, k):
 
     ``j >= 0`` (a constant) is the smallest that keeps the scaled value finite.
     """
-    lv, _ = log_lambda(a, ln.log_rho[k])
-    log_w = safe_log_abs(ln.half_delta[k]) + _LOG2 - ln.log_s[k] - 0.5 * lv
+    lv, _ = log_lambda(a, pick(ln.log_rho, k))
+    log_w = safe_log_abs(pick(ln.half_delta, k)) + _LOG2 - pick(ln.log_s, k) - 0.5 * lv
     j = jax.lax.stop_gradient(
         jnp.maximum(0.0, jnp.ceil((log_w - 0.5 * log_max(lv.dtype) + 4.0) / _LOG2))
     )
     # One exponential: a product of a huge difference and a small factor would overflow
     # in the reverse pass (its cotangent is the product of the two) even where w^2 does not.
-    log_w2 = 2.0 * (safe_log_abs(ln.half_delta[k]) + (1.0 - j) * _LOG2 - ln.log_s[k] - 0.5 * lv)
+    log_w2 = 2.0 * (safe_log_abs(pick(ln.half_delta, k)) + (1.0 - j) * _LOG2 - pick(ln.log_s, k) - 0.5 * lv)
     return jnp.exp(log_w2), 2.0 * j * _LOG2
 
 
@@ -434,12 +443,12 @@ def single_log_power_grad(ln: Line, a: float, k):
     ``rho^2`` underflowing loses it.
     """
     b = 1.0 - a
-    lv, _ = log_lambda(a, ln.log_rho[k])
-    log_u = safe_log_abs(ln.half_delta[k]) + _LOG2 - ln.log_s[k]
-    sign = jnp.sign(ln.half_delta[k])
-    g_loc = -a * b * sign * jnp.exp(log_u - ln.log_s[k] - lv)
-    cross = jnp.exp(2.0 * (log_u + ln.log_rho[k] - lv))
-    g_ls = -a * b * jnp.expm1(2.0 * ln.log_rho[k]) * jnp.exp(-lv) + a * b * b * cross
+    lv, _ = log_lambda(a, pick(ln.log_rho, k))
+    log_u = safe_log_abs(pick(ln.half_delta, k)) + _LOG2 - pick(ln.log_s, k)
+    sign = jnp.sign(pick(ln.half_delta, k))
+    g_loc = -a * b * sign * jnp.exp(log_u - pick(ln.log_s, k) - lv)
+    cross = jnp.exp(2.0 * (log_u + pick(ln.log_rho, k) - lv))
+    g_ls = -a * b * jnp.expm1(2.0 * pick(ln.log_rho, k)) * jnp.exp(-lv) + a * b * b * cross
     return g_loc, g_ls
 
 

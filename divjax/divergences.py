@@ -432,8 +432,7 @@ def _cross_entropy_grad(p, q):
 def _autodiff(name, alpha, p, q):
     kl = _reduces_to_kl(name, alpha)
     if kl == "kl_reverse":
-        log_s = jax.lax.stop_gradient(integrals.kl_reverse_scaled(p, q)[1])
-        g = jax.grad(lambda q_: integrals.kl_reverse_scaled(p, q_)[0])(q)
+        g, log_s = jax.grad(lambda q_: integrals.kl_reverse_scaled(p, q_), has_aux=True)(q)
         return jax.tree_util.tree_map(lambda v: mul_exp(v, log_s), g)
     if kl == "kl_forward":
         return _cross_entropy_grad(p, q)  # E_p[log p] does not depend on q
@@ -441,8 +440,7 @@ def _autodiff(name, alpha, p, q):
         return jax.grad(lambda q_: _values(name, alpha, p, q_)[0])(q)
     a = exponent(name, alpha)
     # grad log I from pieces that stay finite where log I overflows: never NaN.
-    log_i = integrals.log_power_values(p, q, a)[0]
-    g = integrals.log_power_grad(p, q, a)
+    g, log_i = integrals.log_power_grad(p, q, a)
     if name.startswith("renyi"):
         return jax.tree_util.tree_map(lambda v: v / (alpha - 1.0), g)
     # value = c expm1(log I): chi-squares c = 1, Hellinger -1, Amari 1 / (alpha (alpha - 1)).

@@ -47,7 +47,7 @@ from divjax.closed_forms import (
     power_terms,
     single_log_power_grad,
 )
-from divjax.families import Gaussian
+from divjax.families import LOG_2PI, Gaussian
 
 stop = jax.lax.stop_gradient
 
@@ -88,14 +88,16 @@ def chi2_forward(p, q: Gaussian) -> Gaussian:
 
 
 def _q_frame_log_power_grad(p, q, a: float):
-    """``grad log I(a)`` for a 1-D mixture, from the completed squares in q's frame."""
+    """``(grad log I(a), log I(a))`` for a 1-D mixture, from the completed squares in q's frame."""
     b = 1.0 - a
     f = frame(p, q)
     t = power_terms(f, a)
     z, w = integrals.q_rule(p, f, t)
     e = power_exponents(t, z)  # (N, M)
     log_f = b * logsumexp(e / b, axis=-1)
-    node = jax.nn.softmax(jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + log_f, -jnp.inf))
+    log_wf = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + log_f, -jnp.inf)
+    log_i = logsumexp(log_wf) - 0.5 * LOG_2PI
+    node = jax.nn.softmax(log_wf)
     resp = jax.nn.softmax(e / b, axis=-1)
     ln = line(p, q)
     inv_s = jnp.exp(-ln.log_s)
@@ -119,24 +121,22 @@ def _q_frame_log_power_grad(p, q, a: float):
     pl_ls = -0.5 * dlam * zz * zz - b * rho * u * zz + b
     g_loc = jnp.where(t.pd, pd_loc + dg_loc, pl_loc)
     g_ls = jnp.where(t.pd, pd_ls + dg_ls, pl_ls)
-    return (
-        jnp.sum(node * jnp.sum(resp * g_loc, -1)),
-        jnp.sum(node * jnp.sum(resp * g_ls, -1)),
-    )
+    grad = (jnp.sum(node * jnp.sum(resp * g_loc, -1)), jnp.sum(node * jnp.sum(resp * g_ls, -1)))
+    return grad, log_i
 
 
 def chi2_reverse(p, q: Gaussian) -> Gaussian:
     a = 2.0
-    log_i, _ = integrals.log_power_values(p, q, a)
     ln = line(p, q)
     k, asym = asymptotic_log_power(power_singles(ln, a), a)
-    use = stop(~(jnp.abs(asym) <= integrals._threshold(jnp.result_type(asym))))
     g_single = single_log_power_grad(ln, a, k)
     if p.num_components == 1:
-        g = g_single
+        g, log_i = g_single, jnp.maximum(asym, 0.0)
     else:
-        g_quad = _q_frame_log_power_grad(p, integrals._safe_q(p, q, a, use), a)
+        use = stop(~(jnp.abs(asym) <= integrals._threshold(jnp.result_type(asym))))
+        g_quad, log_quad = _q_frame_log_power_grad(p, integrals._safe_q(p, q, a, use), a)
         g = tuple(jnp.where(use, gs, gq) for gs, gq in zip(g_single, g_quad))
+        log_i = jnp.maximum(jnp.where(use, asym, log_quad), 0.0)
     return Gaussian._make(tuple(mul_exp(v, log_i) for v in g))
 
 

@@ -85,11 +85,9 @@ def rule_1d(
     return stop(y), stop(w)
 
 
-# Own break points of a claim, in its own widths (denser near the centre).
-OWN_1D = np.array(
-    [0.0]
-    + [s * v for v in (0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32) for s in (-1, 1)]
-)
+# Own break points of a claim, in its own widths; crossings get a shorter graded set.
+OWN_1D = np.array([0.0] + [s * v for v in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) for s in (-1, 1)])
+GRADED_CLAIMS = np.concatenate([[0.0], 2.0 ** np.arange(-4, 5), -(2.0 ** np.arange(-4, 5))])
 
 
 def _clipped_exp(log_x, cap):
@@ -142,7 +140,7 @@ def claims_rule(
     if crossings is not None:
         points, width = crossings
         width = jnp.minimum(width, big)
-        graded = points[..., None] + width[..., None] * jnp.asarray(GRADED, dtype)
+        graded = points[..., None] + width[..., None] * jnp.asarray(GRADED_CLAIMS, dtype)
         parts.append(jnp.clip(graded, -big, big).reshape(diff.shape[0], -1))
     breaks = jnp.sort(jnp.clip(jnp.concatenate(parts, -1), -reach, reach), axis=-1)
     lo, hi = breaks[:, :-1], breaks[:, 1:]
