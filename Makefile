@@ -1,27 +1,36 @@
 # Two entry points for a fresh machine with only python3:
-#   make demo   set everything up, run the main job
-#   make test   set everything up, run the test suite
+#   make demo   set up what the main job needs, run it
+#   make test   set up the development environment, run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-all lint bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
 	$(BIN)/divjax demo
 
-test: $(STAMP)
+test: $(VENV)/.dev
 	$(BIN)/ruff check divjax tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+test-all: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -m ""
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

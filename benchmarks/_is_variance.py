@@ -1,6 +1,6 @@
 r"""Closed-form asymptotics of self-normalized importance sampling (``snis``, ``snis2``).
 
-For ``p = sum_k pi_k N(m_k, diag(a_k^2))`` (a `divjax.MvGaussianMixture` with
+For ``p = sum_k pi_k N(m_k, diag(a_k^2))`` (a `divjax.GaussianMixture` with
 diagonal components) and ``q = N(loc, diag(sigma^2))``, divjax's ``snis``
 (``r = 1``, kl_forward) and ``snis2`` (``r = 2``, chi2_forward) estimate the
 gradient with respect to ``loc_j`` as the ratio

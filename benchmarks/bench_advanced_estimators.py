@@ -33,7 +33,7 @@ import optax
 import divjax as dj
 from divjax.diagnostics import grad_stats
 from divjax.estimators import min_samples
-from divjax.sweep import sweep
+from divjax.sweeps import sweep
 
 KS = (1, 4, 16, 64, 256)
 GROUPS = {

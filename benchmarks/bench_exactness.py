@@ -43,11 +43,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _is_variance import log_k_for_rel_rms, snis_asymptotics  # noqa: E402
 
 import divjax  # noqa: E402
-from divjax import multivariate as mv  # noqa: E402
-from divjax import quadrature  # noqa: E402
-from divjax.families import Gaussian  # noqa: E402
-from divjax.mv_families import DiagGaussian, MvGaussianMixture  # noqa: E402
+from divjax import closed_forms, integrals  # noqa: E402
+from divjax.divergences import DIVERGENCES  # noqa: E402
+from divjax.estimators import ESTIMATORS  # noqa: E402
+from divjax.families import DiagGaussian  # noqa: E402
 from divjax.targets import GaussianMixture  # noqa: E402
+
+MV_ESTIMATORS = {name: ESTIMATORS[name] for name in DIVERGENCES}
 
 DIMS = (1, 2, 3, 5, 10, 50)
 REL = 1e-2  # equal error: 1% relative RMS error (bias included)
@@ -75,7 +77,7 @@ def problem(d):
     weights = np.array([0.3, 0.7])
     locs = np.stack([-np.ones(d), np.ones(d)])
     scales = np.stack([np.ones(d), 0.7 * np.ones(d)])
-    p = MvGaussianMixture(weights, locs, scales)
+    p = GaussianMixture(weights, locs, scales)
     q = DiagGaussian(0.2 * jnp.ones(d), jnp.log(1.2) * jnp.ones(d))
     return p, q, (weights, locs, scales, 0.2 * np.ones(d), 1.2 * np.ones(d))
 
@@ -114,7 +116,7 @@ def _leaf0(g):
 
 def _draws(name, est, p, q, k, keys):
     """First loc coordinate of ``len(keys)`` gradient draws (jit, in chunks of 1000)."""
-    s = mv.mv_surrogate(name, est, p, k)
+    s = divjax.surrogate(name, est, p, k)
     one = jax.jit(jax.vmap(lambda kk: _leaf0(jax.grad(s, has_aux=True)(q, kk)[0])))
     m = min(1000, len(keys))
     return np.concatenate([np.asarray(one(keys[i : i + m])) for i in range(0, len(keys), m)])
@@ -162,22 +164,21 @@ def check_variance(quick=False):
         )
 
 
+def _chi2_by_quadrature(p, q):
+    """chi^2(p || q) by quadrature in q's frame (the closed form is what divjax uses)."""
+    f = closed_forms.frame(p, q)
+    terms = closed_forms.power_terms(f, -1.0)
+    z, w = integrals.q_rule(p, f, terms)
+    return jnp.expm1(logsumexp(closed_forms.log_power_integrand(terms, z, -1.0), b=w))
+
+
 def _quadrature(d, p, q, exact0):
-    """(time, relative error) of the chi2_forward gradient by quadrature, d <= 2."""
-    if d == 1:
-        p1 = GaussianMixture(p.weights, p.locs[:, 0], p.scale_trils[:, 0, 0])
-
-        def chi2(q1):
-            x, w = quadrature.nodes(p1, q1)
-            return jnp.expm1(logsumexp(2.0 * p1.normalized_log_prob(x) - q1.log_prob(x), b=w))
-
-        fn, arg = jax.jit(jax.grad(chi2)), Gaussian(q.loc[0], q.log_scale[0])
-        n_nodes = quadrature.nodes(p1, arg)[0].shape[0]
-    else:
-        fn, arg = jax.jit(jax.grad(lambda q_: mv.quadrature_2d("chi2_forward", p, q_))), q
-        n_nodes = mv.grid_nodes(p, q)[0].shape[0]
-    t = _timeit(fn, arg)
-    err = abs(float(jnp.ravel(fn(arg).loc)[0]) - exact0) / abs(exact0)
+    """(time, relative error, nodes) of the chi2_forward gradient by quadrature, d <= 2."""
+    fn = jax.jit(jax.grad(_chi2_by_quadrature, argnums=1))
+    f = closed_forms.frame(p, q)
+    n_nodes = integrals.q_rule(p, f, closed_forms.power_terms(f, -1.0))[0].shape[0]
+    t = _timeit(lambda q_: fn(p, q_), q)
+    err = abs(float(jnp.ravel(fn(p, q).loc)[0]) - exact0) / abs(exact0)
     return t, err, n_nodes
 
 
@@ -185,7 +186,7 @@ def _mc_time(name, est, p, q, k_need):
     """Measured time at k_need (<= K_CAP) or the extrapolation; and the per-sample costs."""
 
     def grad_fn(k):
-        s = mv.mv_surrogate(name, est, p, k)
+        s = divjax.surrogate(name, est, p, k)
         return jax.jit(lambda kk: jax.grad(s, has_aux=True)(q, kk)[0])
 
     per = [_timeit(grad_fn(k), KEY, reps=2) / k for k in K_PER_SAMPLE]
@@ -200,8 +201,8 @@ def cost_table(dims):
     rows, notes, quad_cost = [], [], None
     for d in dims:
         p, q, args = problem(d)
-        chi2_fn = jax.jit(lambda q_, p=p: mv.mv_exact_grad("chi2_forward", p, q_))
-        kl_fn = jax.jit(lambda q_, p=p: mv.mv_exact_grad("kl_forward", p, q_))
+        chi2_fn = jax.jit(lambda q_, p=p: divjax.exact_grad("chi2_forward", p, q_))
+        kl_fn = jax.jit(lambda q_, p=p: divjax.exact_grad("kl_forward", p, q_))
         exact0 = float(_leaf0(chi2_fn(q)))
         closed = f"{_timeit(chi2_fn, q) * 1e3:.2f} / {_timeit(kl_fn, q) * 1e3:.2f} ms"
         if d <= 2:
@@ -249,9 +250,9 @@ def _exact_estimand(name, est, p, q):
     """The exact gradient (loc_1) that ``est``'s draws are compared with; None if unknown."""
     if name in ("kl_reverse", "chi2_reverse") and p.dim > 2:
         return None
-    g = float(_leaf0(mv.mv_exact_grad(name, p, q)))
+    g = float(_leaf0(divjax.exact_grad(name, p, q)))
     if est in LOG1P:
-        g /= 1.0 + float(mv.mv_divergence(name, p, q))
+        g /= 1.0 + float(divjax.divergence(name, p, q))
     return g
 
 
@@ -281,7 +282,7 @@ def snr_tables(dims, n_draws):
     cells = {}
     for d in dims:
         p, q, _ = problem(d)
-        for name, ests in mv.MV_ESTIMATORS.items():
+        for name, ests in MV_ESTIMATORS.items():
             for est in ests:
                 if est == "exact":
                     continue
@@ -306,7 +307,7 @@ def snr_tables(dims, n_draws):
         "(in brackets: relative RMS error per draw vs the exact gradient; † mean more "
         "than 4 standard errors from it)"
     )
-    for name, ests in mv.MV_ESTIMATORS.items():
+    for name, ests in MV_ESTIMATORS.items():
         ests = [e for e in ests if e != "exact"]
         print(f"\n{name}\n\n| d | " + " | ".join(ests) + " |")
         print("|---" * (len(ests) + 1) + "|")

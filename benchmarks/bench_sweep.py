@@ -6,10 +6,10 @@ kl_forward/snis, 256 seeds, K in {1, 4, 16, 64, 256}, 2000 steps. Speed is
 counted in useful particle-steps per second: the sum over fits of K x steps,
 divided by the wall time after compilation.
 
-- ``divjax sweep``: `divjax.sweep.sweep` on both fits (the headline), and on
+- ``divjax sweep``: `divjax.sweep` on both fits (the headline), and on
   kl_reverse/reparam alone (the like-for-like figure for TFP and numpyro,
   which only run that fit).
-- ``naive loop``: per (fit, K, seed), the jitted `divjax.fit.make_step` step
+- ``naive loop``: per (fit, K, seed), the jitted `divjax.fitter` step
   called from Python every step; a subset of seeds and steps, scaled.
 - ``tfp vmap`` / ``tfp loop``: `tfp.vi.fit_surrogate_posterior_stateless` on
   TFP's JAX substrate (Normal(loc, exp(log_scale)), optax SGD + momentum),
@@ -25,7 +25,7 @@ divided by the wall time after compilation.
   over the sweep's. A second row skips the gradient for the snis
   configurations (snis never differentiates ``log p~``): a tighter limit.
 
-Every peer uses the same ``log p~`` (`divjax.GaussianMixture.log_prob`). A peer
+Every peer uses the same ``log p`` (`divjax.GaussianMixture.log_prob`). A peer
 that cannot be imported or run is reported as ``n/a`` with the reason. Timings
 on a shared CPU are noisy: compiled runs take the best of ``--repeats``.
 
@@ -48,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import divjax as dj
-from divjax.fit import average_rate, default_optimizer, init_state, make_step
-from divjax.sweep import sweep
+from divjax.fit import default_optimizer
+from divjax.sweeps import sweep
 
 FITS = (("kl_reverse", "reparam"), ("kl_forward", "snis"))
 REVERSE = (("kl_reverse", "reparam"),)
@@ -125,18 +125,18 @@ def run_naive(p, q0, a) -> Row:
     compile_s, projected, ps = 0.0, 0.0, 0.0
     for name, est in FITS:
         for k in a.ks:
-            step = jax.jit(
-                make_step(dj.surrogate(name, est, p, k), opt, average_rate=average_rate(a.steps))
-            )
-            state = init_state(q0, opt, jax.random.key(0))
+            f = dj.fitter(p, name, est, num_samples=k, optimizer=opt, window=a.steps // 10)
+            step = jax.jit(f.step)
+            state = f.init(q0, jax.random.key(0))
             start = time.perf_counter()
-            jax.block_until_ready(step(state))
+            jax.block_until_ready(step(state, jax.random.key(0)))
             compile_s += time.perf_counter() - start
             start = time.perf_counter()
             for seed in range(a.naive_seeds):
-                state = init_state(q0, opt, jax.random.key(seed))
-                for _ in range(a.naive_steps):
-                    state, _ = step(state)
+                key = jax.random.key(seed)
+                state = f.init(q0, key)
+                for t in range(a.naive_steps):
+                    state, _ = step(state, jax.random.fold_in(key, t))
                 jax.block_until_ready(state)
             per_step = (time.perf_counter() - start) / (a.naive_seeds * a.naive_steps)
             projected += per_step * a.seeds * a.steps

@@ -47,6 +47,7 @@ from divjax.fit import (
     fitter,
 )
 from divjax.gradcheck import GradCheck, check_grad
+from divjax import status
 from divjax.landscape import hessian_eigenvalues, landscape_grid, path_values
 from divjax.natural import hold_scale, natural_direction, natural_gradient, wrap_optimizer
 from divjax.optima import Optima, classify, optimal_q
@@ -115,6 +116,7 @@ __all__ = [
     "optimal_q",
     "path_values",
     "stateful_surrogate",
+    "status",
     "surrogate",
     "sweep",
     "wrap_optimizer",

@@ -16,12 +16,9 @@ import numpy as np
 
 def is_concrete(*xs) -> bool:
     """True when every argument is a concrete number or array (no tracers)."""
-    for x in xs:
-        if isinstance(x, jax.core.Tracer):
-            return False
-        if not isinstance(x, (int, float, np.ndarray, np.generic, jax.Array, list, tuple, str)):
-            return False
-    return True
+    # Only tracers skip the checks: anything else (None, a dict...) reaches the
+    # validators, which reject it with a ValueError naming the argument.
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
 def numeric(x, name: str) -> np.ndarray:

@@ -28,19 +28,21 @@ def bar_enabled(enabled: bool | None) -> bool:
     return sys.stderr.isatty() if enabled is None else bool(enabled)
 
 
-def run_chunked(advance, state, num_steps: int, *, desc: str, enabled: bool | None):
+def run_chunked(advance, state, num_steps: int, *, desc: str, enabled: bool | None, cache=None):
     """Calls ``advance(state, length) -> (state, stacked)`` until ``num_steps`` are done.
 
     With no bar the whole run is one compiled call; with a bar, about 20
     chunks (at most two compiled lengths). Returns ``(state, stacked, Timing)``,
-    the per-step outputs concatenated along the leading axis.
+    the per-step outputs concatenated along the leading axis. ``cache`` (a
+    dict) keeps the compiled programs for further calls with the same shapes.
     """
     show = bar_enabled(enabled)
     chunk = max(1, -(-num_steps // _NUM_CHUNKS)) if show else num_steps
     lengths = sorted({chunk, num_steps % chunk} - {0})
-    jitted = jax.jit(advance, static_argnums=1)
+    cache = {} if cache is None else cache
+    jitted = cache.setdefault("advance", jax.jit(advance, static_argnums=1))
     start = time.perf_counter()
-    compiled = {n: jitted.lower(state, n).compile() for n in lengths}
+    compiled = {n: cache.get(n) or cache.setdefault(n, jitted.lower(state, n).compile()) for n in lengths}
     compile_s = time.perf_counter() - start
     pieces = []
     start = time.perf_counter()

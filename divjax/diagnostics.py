@@ -201,23 +201,82 @@ def _stats_one(name, estimator, alpha, target, q, key, k, num_draws, estimand, b
 
 @functools.partial(
     jax.jit,
-    static_argnames=("name", "estimator", "alpha", "ks", "num_draws", "burn_in", "param", "exact_ok", "batched"),
+    static_argnames=("name", "groups", "alpha", "num_draws", "burn_in", "param", "exact_ok", "batched"),
 )
-def _grad_stats(target, q, key, *, name, estimator, alpha, ks, num_draws, burn_in, param, exact_ok, batched):
+def _grad_stats(target, q, keys, *, name, groups, alpha, num_draws, burn_in, param, exact_ok, batched):
+    """One program for several estimators: ``groups`` is ``((estimator, Ks), ...)``."""
+
     def per_q(q_):
-        estimand = _estimand(name, estimator, alpha, target, q_, exact_ok)
-        rows = [
-            _stats_one(
-                name, estimator, alpha, target, q_, jax.random.fold_in(key, k), k, num_draws,
-                estimand, burn_in, param,
-            )  # fmt: skip
-            for k in ks
-        ]
-        return _tree_map(lambda *r: jnp.stack(r), *rows)
+        out = []
+        for (estimator, ks), key in zip(groups, keys):
+            estimand = _estimand(name, estimator, alpha, target, q_, exact_ok)
+            rows = [
+                _stats_one(
+                    name, estimator, alpha, target, q_, jax.random.fold_in(key, k), k, num_draws,
+                    estimand, burn_in, param,
+                )  # fmt: skip
+                for k in ks
+            ]
+            out.append(_tree_map(lambda *r: jnp.stack(r), *rows))
+        return tuple(out)
 
     if not batched:
         return per_q(q)
     return _tree_map(lambda a: jnp.swapaxes(a, 0, 1), jax.vmap(per_q)(q))  # K axis first
+
+
+def _prepare(name, estimators, target, q, ks_by_est, num_draws, burn_in, parameterization, alpha):
+    for est, ks in zip(estimators, ks_by_est):
+        if not ks:
+            raise ValueError("num_samples must be an int or a non-empty sequence of ints")
+        for k in ks:
+            _, alpha, target = check_estimator(name, est, target, k, alpha=alpha)
+    num_draws = _checks.check_int(num_draws, "num_draws", 2)
+    burn_in = _checks.check_int(burn_in, "burn_in", 0)
+    check_family(q)
+    check_pair(target, q)
+    target = as_target(target, q.event_shape)
+    batched = jnp.ndim(q.mean()) > len(q.event_shape)
+    param = get_parameterization(parameterization).name
+    if param != "mu_log_sigma" and q.family != "gaussian":
+        raise ValueError("parameterization applies to a 1-D Gaussian q only")
+    one = _tree_map(lambda a: a[0], q) if batched else q
+    exact_ok = q.family != "mixture" and isinstance(target, GaussianMixture)
+    exact_ok = exact_ok and divergences.exact_available(name, target, one, alpha, what="gradient")
+    return dict(
+        alpha=alpha, num_draws=num_draws, burn_in=burn_in, param=param, exact_ok=exact_ok,
+        batched=batched,
+    ), target  # fmt: skip
+
+
+def grad_stats_many(
+    name: str,
+    estimators,
+    target,
+    q,
+    num_samples,
+    num_draws: int,
+    key: jax.Array,
+    *,
+    alpha=None,
+    burn_in: int = 100,
+    parameterization: str = "mu_log_sigma",
+) -> dict:
+    r"""`grad_stats` of several estimators of one divergence in ONE compiled program.
+
+    ``num_samples`` is a sequence of ``K``; each estimator uses those at or
+    above its minimum (`divjax.min_samples`). Estimator ``i``'s draws use
+    ``fold_in(key, i)`` in place of ``key``. Returns ``{estimator: GradStats}``
+    with a leading ``K`` axis.
+    """
+    from divjax.estimators import min_samples
+
+    estimators = tuple(estimators)
+    ks_by_est = [tuple(int(k) for k in num_samples if k >= min_samples(e, name)) for e in estimators]
+    kw, target = _prepare(name, estimators, target, q, ks_by_est, num_draws, burn_in, parameterization, alpha)
+    keys = tuple(jax.random.fold_in(key, i) for i in range(len(estimators)))
+    out = _grad_stats(target, q, keys, name=name, groups=tuple(zip(estimators, ks_by_est)), **kw)
+    return dict(zip(estimators, out))
 
 
 def grad_stats(
@@ -256,30 +315,12 @@ def grad_stats(
         or a ``q`` that does not fit the target.
     """
     single = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
-    ks = (int(num_samples),) if single else tuple(num_samples)
-    if not ks:
-        raise ValueError("num_samples must be an int or a non-empty sequence of ints")
-    for k in ks:
-        _, alpha, target = check_estimator(name, estimator, target, k, alpha=alpha)
-    num_draws = _checks.check_int(num_draws, "num_draws", 2)
-    burn_in = _checks.check_int(burn_in, "burn_in", 0)
-    check_family(q)
-    check_pair(target, q)
-    target = as_target(target, q.event_shape)
-    batched = jnp.ndim(q.mean()) > len(q.event_shape)
-    param = get_parameterization(parameterization).name
-    if param != "mu_log_sigma" and q.family != "gaussian":
-        raise ValueError("parameterization applies to a 1-D Gaussian q only")
-    one = _tree_map(lambda a: a[0], q) if batched else q
-    exact_ok = q.family != "mixture" and isinstance(target, GaussianMixture)
-    exact_ok = exact_ok and divergences.exact_available(name, target, one, alpha, what="gradient")
-    out = _grad_stats(
-        target, q, key, name=name, estimator=estimator, alpha=alpha, ks=tuple(ks),
-        num_draws=num_draws, burn_in=burn_in, param=param, exact_ok=exact_ok, batched=batched,
-    )  # fmt: skip
+    ks = (int(num_samples),) if single else tuple(int(k) for k in num_samples)
+    kw, target = _prepare(name, (estimator,), target, q, [ks], num_draws, burn_in, parameterization, alpha)
+    (out,) = _grad_stats(target, q, (key,), name=name, groups=((estimator, ks),), **kw)
     if single:
         out = _tree_map(lambda a: a[0], out)
     return out
 
 
-__all__ = ["GradStats", "grad_stats", "infinite_variance"]
+__all__ = ["GradStats", "grad_stats", "grad_stats_many", "infinite_variance"]

@@ -53,9 +53,10 @@ def register(cls):
     """Registers a NamedTuple class as a pytree whose rebuild skips input validation.
 
     Rebuilding (jit outputs, ``tree_map``, gradients, which may be ``inf`` or
-    negative) must not re-run the checks meant for user input.
+    negative) and unpickling must not re-run the checks meant for user input.
     """
     jax.tree_util.register_pytree_node(cls, lambda t: (tuple(t), None), lambda _, c: cls._make(c))
+    cls.__reduce__ = lambda self: (cls._make, (tuple(self),))  # unpickling skips validation too
     return cls
 
 
@@ -96,9 +97,10 @@ class _Family:
 
 
 def _finite_float(x, name: str) -> jax.Array:
-    arr = _checks.as_float_array(x, name)
+    # Checked as numpy before the conversion: under jit, jnp.asarray of a constant is a tracer.
+    arr = _checks.numeric(x, name)
     _checks.check_finite(arr, name)
-    return arr
+    return jnp.asarray(arr, dtype=jnp.result_type(float))
 
 
 class _GaussianParams(NamedTuple):

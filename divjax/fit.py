@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from divjax import _checks, _progress, status
@@ -188,7 +187,7 @@ def fitter(
       parameterization, natural_gradient, damping, clip_norm, fixed_scale: as `fit`.
       window: steps the iterate average (and the "still moving" test) spans.
     """
-    est = stateful_surrogate(name, estimator, target, num_samples, alpha=alpha)
+    est = stateful_surrogate(name, estimator, target, num_samples, alpha=alpha, contributions=False)
     base = optax.with_extra_args_support(resolve_optimizer(optimizer))
     window = _checks.check_int(window, "window", 1)
     rate = 1.0 / window
@@ -276,6 +275,7 @@ def fitter(
     return Fitter(init, step, current_q)
 
 
+@jax.jit
 def judge(
     state: FitState,
     target,
@@ -299,6 +299,10 @@ def judge(
         final_value=final_value,
         drift=drift,
     )
+
+
+# Jitted: evaluated eagerly, a quadrature compiles every primitive on its own (seconds).
+_final_value = jax.jit(divergence, static_argnames=("name", "alpha"))
 
 
 def default_optima(name, target, q0, alpha=None, fixed_log_scale=None) -> Optima | None:
@@ -416,7 +420,7 @@ def fit(
     )
     q = f.q(state)
     dtype = jax.tree_util.tree_leaves(q0)[0].dtype
-    final = divergence(name, target, q, alpha=alpha) if exact else jnp.asarray(jnp.nan, dtype)
+    final = _final_value(name, target, q, alpha=alpha) if exact else jnp.asarray(jnp.nan, dtype)
     result_status = judge(
         state, target, optima, final_value=final, tol=tol, move_tol=move_tol
     )

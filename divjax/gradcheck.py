@@ -76,15 +76,16 @@ def check_grad(
     alpha = check_divergence(name, alpha)
     if qs is None:
         qs = default_qs(p)
-    values = jax.vmap(lambda q: divergence(name, p, q, alpha=alpha))(qs)
+    # Jitted: evaluated eagerly, a quadrature compiles every primitive on its own (seconds).
+    values = jax.jit(jax.vmap(lambda q: divergence(name, p, q, alpha=alpha)))(qs)
     finite = np.asarray(jnp.isfinite(values))
     if not finite.any():
         raise ValueError(
             f"check_grad: {name} is infinite at every q given; pass qs= where it is finite"
         )
     qs = jax.tree_util.tree_map(lambda a: a[finite], qs)
-    user = jax.vmap(lambda q: grad_fn(p, q))(qs)
-    ref = jax.vmap(lambda q: autodiff_grad(name, p, q, alpha=alpha))(qs)
+    user = jax.jit(jax.vmap(lambda q: grad_fn(p, q)))(qs)
+    ref = jax.jit(jax.vmap(lambda q: autodiff_grad(name, p, q, alpha=alpha)))(qs)
     abs_err = jax.tree_util.tree_map(lambda u, r: jnp.abs(u - r), user, ref)
     rel_err = jax.tree_util.tree_map(lambda e, r: e / jnp.maximum(jnp.abs(r), atol), abs_err, ref)
     max_abs = jax.tree_util.tree_map(jnp.max, abs_err)

@@ -11,10 +11,10 @@ divergence                         method
 =================================  ===========================================
 ``kl_forward``                     closed form (moment matching; convex), verified
 ``chi2_forward`` (any ``d``)       saddle-free Newton on the closed form
-everything else (``d <= 2``)       saddle-free Newton from many starts on the
-                                   exact value (1-D) or on a 32^2 Gauss-Hermite
-                                   rule in q's frame (2-D), each end polished
-                                   and verified on the exact quadrature
+everything else (``d <= 2``)       saddle-free Newton from many starts on a
+                                   32^d Gauss-Hermite rule in q's frame (cheap
+                                   and smooth), each distinct end polished and
+                                   verified on the exact quadrature
 =================================  ===========================================
 
 Newton minimizes the divergence for the KLs and Jensen-Shannon and
@@ -98,9 +98,9 @@ def _objective(name, alpha, p, family, fixed, rule):
 
 
 def _search_rule(name, alpha, p):
-    """The Gauss-Hermite rule for a 2-D search (``None``: search on the exact value)."""
+    """The Gauss-Hermite rule of the search (``None``: search on the exact value, which is cheap)."""
     a = divergences.exponent(name, alpha)
-    if p.dim < 2 or name == "kl_forward" or a in (-1.0, 0.0, 1.0) or p.num_components == 1:
+    if name == "kl_forward" or a in (-1.0, 0.0, 1.0) or p.num_components == 1:
         return None
     z, w = quadrature.hermite_rule(p.dim)
     return z.astype(p.locs.dtype), w.astype(p.locs.dtype)
@@ -116,8 +116,21 @@ def _solve(p, starts, *, name, alpha, family, fixed, num_iters, hermite):
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed"))
-def _check(p, thetas, *, name, alpha, family, fixed):
-    return newton.check_points(_objective(name, alpha, p, family, fixed, None), thetas)
+def _check_one(p, theta, *, name, alpha, family, fixed):
+    """``(theta, gradient, Hessian, value)`` of the exact objective at one point."""
+    f = _objective(name, alpha, p, family, fixed, None)
+    return theta, jax.grad(f)(theta), jax.hessian(f)(theta), f(theta)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed"))
+def _values(p, thetas, *, name, alpha, family, fixed):
+    return jax.vmap(_objective(name, alpha, p, family, fixed, None))(thetas)
+
+
+def _check(p, thetas, **kw) -> list[np.ndarray]:
+    """`_check_one` at each row of ``thetas``, stacked (one compiled program, any count)."""
+    points = [[np.asarray(a) for a in _check_one(p, t, **kw)] for t in thetas]
+    return [np.stack(parts) for parts in zip(*points)]
 
 
 def _moments(p, groups):
@@ -162,7 +175,7 @@ def _finite_thetas(name, alpha, p, family, fixed, starts) -> np.ndarray:
         thetas = np.stack([to_theta(loc, cov, family) for loc, cov in zip(locs, covs)])
         if fixed is not None:
             thetas = thetas[:, :1]
-        values = _check(p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed)[3]
+        values = _values(p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed)
         finite = np.isfinite(np.asarray(values))
         if finite.all() or fixed is not None:
             break
@@ -244,7 +257,7 @@ def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
         ends = _solve(p, jnp.asarray(starts, dtype), num_iters=num_iters, hermite=hermite, **kw)
         if hermite:  # polish each distinct search end on the exact quadrature
             def check(theta):
-                return [a[0] for a in _check(p, jnp.asarray(theta, dtype)[None], **kw)]
+                return [np.asarray(a) for a in _check_one(p, jnp.asarray(theta, dtype), **kw)]
 
             polished = [
                 newton.polish(check, theta, grad_tol)
@@ -257,11 +270,15 @@ def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
         raise RuntimeError(f"optimal_q({name!r}): no start converged to a verified minimum")
     thetas = jnp.asarray(np.stack([theta for _, theta in found]), dtype)
     q = jax.vmap(lambda t: to_q(t, dim, family, fixed))(thetas)
-    if name == "kl_forward" and dim > 2:
-        value = jax.vmap(lambda qq: cross_entropy(p, qq))(q)
-    else:
-        value = jax.vmap(lambda qq: divergences.divergence(name, p, qq, alpha=alpha))(q)
-    return Optima(q=q, value=value)
+    return Optima(q=q, value=_values(p, q, name=name, alpha=alpha))
+
+
+@functools.partial(jax.jit, static_argnames=("name", "alpha"))
+def _values(p, q, *, name, alpha):
+    """The divergence at every row of ``q`` (jitted: eager quadrature compiles op by op)."""
+    if name == "kl_forward" and p.dim > 2:  # up to the q-independent E_p[log p]
+        return jax.vmap(lambda qq: cross_entropy(p, qq))(q)
+    return jax.vmap(lambda qq: divergences.divergence(name, p, qq, alpha=alpha))(q)
 
 
 def classify(q, optima: Optima | None, tol: float = 0.2) -> jax.Array:

@@ -175,7 +175,7 @@ def trend(blocks: jax.Array, num_blocks: jax.Array, average) -> tuple[jax.Array,
 def ran_away(q, target) -> jax.Array:
     """Whether ``q`` left the region where a mixture ``target`` has mass (False otherwise)."""
     if not hasattr(target, "mvn"):
-        return jnp.zeros(jnp.shape(drift(q, q)), bool)
+        return jnp.zeros(jnp.shape(mean_and_log_sd(q)[0])[:-1], bool)
     m, s = mean_and_log_sd(q)
     mean = jnp.reshape(target.mean(), (-1,))
     sd = jnp.sqrt(jnp.reshape(target.variance(), (-1,)))

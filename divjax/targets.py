@@ -109,7 +109,7 @@ class GaussianMixture(_MixtureParams):
 
     def __new__(cls, weights, locs, scales=None, *, covs=None):
         if not _checks.is_concrete(weights, locs, *(a for a in (scales, covs) if a is not None)):
-            return super().__new__(cls, *_traced(jnp.log(weights), locs, scales, covs))
+            return super().__new__(cls, *_traced(jnp.log(jnp.asarray(weights)), locs, scales, covs))
         w = np.atleast_1d(_checks.numeric(weights, "weights"))
         if w.ndim != 1 or w.size == 0:
             raise ValueError(f"weights must be (M,) with at least one component, got {w.shape}")
@@ -358,6 +358,29 @@ def _is_distribution(obj) -> bool:
     return callable(getattr(obj, "log_prob", None)) and hasattr(obj, "event_shape")
 
 
+def _shape(shape, what: str) -> tuple[int, ...]:
+    """A plain tuple from a tuple or TFP's ``TensorShape`` (ValueError if not fully known)."""
+    try:
+        return tuple(int(s) for s in shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the distribution's {what} {shape} is not fully known") from err
+
+
+def _distribution_density(obj) -> LogDensity:
+    """A numpyro / TFP / distrax distribution as a normalized, batched `LogDensity`."""
+    batch = _shape(getattr(obj, "batch_shape", ()), "batch_shape")
+    event = _shape(obj.event_shape, "event_shape")
+    if batch != ():
+        raise ValueError(
+            f"a target must have batch_shape (), got {batch} with event_shape {event}: its "
+            "log_prob gives one value per batch entry; to treat the batch as the event wrap it "
+            "in Independent (numpyro: d.to_event(1))"
+        )
+    if len(event) > 1:
+        raise ValueError(f"targets live on R or R^d; got event_shape {event}")
+    return LogDensity(obj.log_prob, event, batched=True, normalized=True)
+
+
 def as_target(obj, event_shape: tuple[int, ...] | None = None):
     r"""``obj`` in the target protocol: a `GaussianMixture` or a bound `LogDensity`.
 
@@ -375,8 +398,7 @@ def as_target(obj, event_shape: tuple[int, ...] | None = None):
     elif isinstance(obj, LogDensity):
         target = obj
     elif _is_distribution(obj):
-        shape = tuple(int(n) for n in obj.event_shape)
-        target = LogDensity(obj.log_prob, shape, batched=True, normalized=True)
+        target = _distribution_density(obj)
     elif callable(obj):
         target = LogDensity(obj)
     else:

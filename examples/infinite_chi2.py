@@ -25,8 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import divjax as dj  # noqa: E402
-from divjax import plot  # noqa: E402
-from divjax.fit import classify  # noqa: E402
+from divjax import landscape, paths, plot  # noqa: E402
 
 
 def parse_args(argv):
@@ -48,8 +47,8 @@ def main(argv=None) -> dict:
     num_steps = 100 if args.quick else 600
     variances = np.array([0.3, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 1.8, 2.0, 3.0, 5.0])
     qs = dj.Gaussian(jnp.full(variances.size, 1.0), 0.5 * jnp.log(jnp.asarray(variances)))
-    fwd = jax.vmap(lambda q: dj.divergence("chi2_forward", p, q))(qs)
-    rev = jax.vmap(lambda q: dj.divergence("chi2_reverse", p, q))(qs)
+    fwd = landscape.path_values("chi2_forward", p, qs)
+    rev = landscape.path_values("chi2_reverse", p, qs)
     key = jax.random.key(0)
     k = 16
     stats = {
@@ -76,13 +75,13 @@ def main(argv=None) -> dict:
     optima = dj.optimal_q("chi2_reverse", p)
     print(f"\nfitting chi2(q || p) from N(0, 5), {num_steps} steps (lr 0.05, momentum 0.9):")
     fits = {}
+    names = {0: "global", 1: "local", -1: "stuck", -2: "diverged"}
     for est in ("exact", "score_sn") if args.quick else ("exact", "score", "score_sn"):
-        path, div = plot.fit_paths(
+        path, div = paths.fit_paths(
             p, q0, "chi2_reverse", est, num_samples=k, num_seeds=4, num_steps=num_steps, key=key
         )
         end = dj.Gaussian._make((jnp.asarray(path.loc[:, -1]), jnp.asarray(path.log_scale[:, -1])))
-        where = np.asarray(classify(end, jnp.asarray(div), optima))
-        names = {0: "global", 1: "local", -1: "stuck", -2: "diverged"}
+        where = np.where(div >= 0, -2, np.asarray(dj.classify(end, optima)))
         summary = ", ".join(
             f"{names[int(w)]}" + (f"@{int(d)}" if d >= 0 else "") for w, d in zip(where, div)
         )
@@ -93,7 +92,7 @@ def main(argv=None) -> dict:
     grid = np.geomspace(0.2, 6.0, 200)
     qg = dj.Gaussian(jnp.full(grid.size, 1.0), 0.5 * jnp.log(jnp.asarray(grid)))
     for name, color in (("chi2_forward", "#2C7FB8"), ("chi2_reverse", plot.PURPLE)):
-        vals = np.asarray(plot.path_values(name, p, qg))
+        vals = np.asarray(landscape.path_values(name, p, qg))
         ax0.plot(
             grid, np.where(np.isfinite(vals), vals, np.nan), color=color, label=plot.LABELS[name]
         )

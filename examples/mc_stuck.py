@@ -3,9 +3,15 @@
 KL(p || q) is convex in q's natural parameters, so exact gradient descent always
 reaches the moment-matching optimum. Its Monte Carlo gradient (self-normalized
 importance sampling, ``snis``) only sees what q's samples see: started on the small
-mode N(-2, 0.5^2), q's K samples almost never land near the big mode at 3, so the
-estimate has no signal to move towards it. This prints, per K, the fraction of
-seeds still sitting on the left mode at the end, next to the exact fit.
+mode N(-2, 0.5^2), q's K samples rarely land near the big mode at 3, so the
+estimate has little signal to move towards it.
+
+One `divjax.sweep` runs every K for every seed with two optimizers: Adam (step
+0.05), whose steps are bounded by its learning rate, and the seed post's SGD with
+momentum 0.9 (step 0.05), whose first steps are huge (the log-scale gradient at the
+start is -72) and throw q far from where it started. This prints, per optimizer and
+K, how the fits ended (`divjax.status` outcomes) and how many are still on the left
+mode, next to the exact fits.
 
     python examples/mc_stuck.py [--quick] [--out DIR]
 """
@@ -18,12 +24,18 @@ from pathlib import Path
 import jax
 import matplotlib
 import numpy as np
+import optax
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import divjax as dj  # noqa: E402
-from divjax import plot  # noqa: E402
+from divjax import landscape, paths, plot  # noqa: E402
+from divjax.plot.style import OUTCOME_LABELS  # noqa: E402
+from divjax.status import OUTCOMES, outcome_masks  # noqa: E402
+
+OPTIMIZERS = {"adam": optax.adam(0.05), "sgd": optax.sgd(0.05, momentum=0.9)}
+SHOWN = ("global", "stuck", "moving", "ran_away", "diverged")
 
 
 def parse_args(argv):
@@ -33,16 +45,9 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def outcome(path: dj.Gaussian, optimum: dj.Gaussian) -> np.ndarray:
-    """'left mode' / 'optimum' / 'elsewhere' from the mean of the last tenth of each path."""
-    tail = max(1, path.loc.shape[1] // 10)
-    loc = np.mean(path.loc[:, -tail:], axis=1)
-    log_scale = np.mean(path.log_scale[:, -tail:], axis=1)
-    near_opt = (np.abs(loc - float(optimum.loc)) < 0.2 * float(optimum.scale)) & (
-        np.abs(log_scale - float(optimum.log_scale)) < 0.2
-    )
-    on_left = np.abs(loc + 2.0) < 0.5
-    return np.where(near_opt, "optimum", np.where(on_left, "left mode", "elsewhere"))
+def on_left_mode(run, masks) -> np.ndarray:
+    """Not at the optimum, and the final mean still within 0.5 of the small mode at -2."""
+    return (np.abs(run.q.loc + 2.0) < 0.5) & ~masks["global"]
 
 
 def main(argv=None) -> dict:
@@ -53,73 +58,69 @@ def main(argv=None) -> dict:
     name, estimator = "kl_forward", "snis"
     ks = (2, 8, 32) if args.quick else (2, 4, 8, 16, 32, 64, 128)
     num_seeds = 8 if args.quick else 64
-    num_steps = 200 if args.quick else 600
+    num_steps = 200 if args.quick else 1000
     key = jax.random.key(0)
-    optima = dj.optimal_q("kl_forward", p)
-    opt_q = dj.Gaussian._make((optima.q.loc[0], optima.q.log_scale[0]))
-    exact, _ = plot.fit_paths(p, q_start, name, num_steps=num_steps, key=key)
-    exact_out = outcome(exact, opt_q)[0]
+    optima = dj.optimal_q(name, p)
+    res = dj.sweep(
+        p, q_start, [(name, "exact"), (name, estimator)], num_samples=ks, num_seeds=num_seeds,
+        num_steps=num_steps, optimizers=OPTIMIZERS, key=key, optima={name: optima}, progress=False,
+    )  # fmt: skip
     print(f"forward KL from N(-2, 0.5^2) (on the small mode), {num_steps} steps, {num_seeds} seeds")
-    end = f"loc {exact.loc[0, -1]:.2f}, scale {np.exp(exact.log_scale[0, -1]):.2f}"
-    print(f"exact gradient: ends at {end} -> {exact_out}")
-    print(f"{'K':>5} {'at optimum':>11} {'stuck':>6} = {'on left mode':>12} + {'elsewhere':>9}")
-    fractions, paths = {}, {}
-    for k in ks:
-        path, _ = plot.fit_paths(
-            p,
-            q_start,
-            name,
-            estimator,
-            num_samples=k,
-            num_seeds=num_seeds,
-            num_steps=num_steps,
-            key=jax.random.fold_in(key, k),
-        )
-        out = outcome(path, opt_q)
-        fractions[k] = {o: float(np.mean(out == o)) for o in ("left mode", "optimum", "elsewhere")}
-        f = fractions[k]
-        stuck = f["left mode"] + f["elsewhere"]
-        split = f"{f['left mode']:12.2f} + {f['elsewhere']:9.2f}"
-        print(f"{k:5d} {f['optimum']:11.2f} {stuck:6.2f} = {split}")
-        paths[k] = path
-    print("stuck = not at the optimum after all steps (the exact gradient always gets there).")
-    print("'on left mode': the samples never reached the big mode, so the estimate had no signal")
-    print("to move there; 'elsewhere': noisy small-K estimates kick q around without finding it.")
+    print(f"{'optimizer':<9} {'K':>5} " + " ".join(f"{o:>8}" for o in SHOWN) + f" {'on left mode':>12}")
+    fractions: dict = {label: {} for label in OPTIMIZERS}
+    left: dict = {label: {} for label in OPTIMIZERS}
+    exact = {}
+    for run in res.runs:
+        label, k = run.config.optimizer, run.config.num_samples
+        masks = outcome_masks(run.status)
+        if run.config.estimator == "exact":
+            exact[label] = str(run.status.outcome()[0])
+            where = f"loc {run.q.loc[0]:.2f}, scale {np.exp(run.q.log_scale[0]):.2f}"
+            print(f"{label:<9} {'exact':>5}  ends at {where}: {exact[label]}")
+            continue
+        fractions[label][k] = {o: float(np.mean(m)) for o, m in masks.items()}
+        left[label][k] = float(np.mean(on_left_mode(run, masks)))
+        cells = " ".join(f"{fractions[label][k][o]:8.2f}" for o in SHOWN)
+        print(f"{label:<9} {k:5d} {cells} {left[label][k]:12.2f}")
+    print("the exact gradient reaches the optimum; a snis fit only moves towards the big mode")
+    print("when its samples land there. 'on left mode': not at the optimum, mean within 0.5 of -2.")
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
-    show = {"exact": exact}
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 5.0), layout="constrained")
+    kw = dict(num_steps=num_steps, optimizer="adam", learning_rate=0.05)
+    show = {"exact": paths.fit_paths(p, q_start, name, key=key, **kw)[0]}
     for k in (ks[0], ks[-1]):
-        sel = jax.tree_util.tree_map(lambda a: a[:4], paths[k])
-        show[f"snis, K = {k} (4 seeds)"] = sel
-    plot.landscape(
-        name,
-        p,
-        trajectories=show,
-        optima=optima,
-        loc_range=(-4, 7),
-        log_scale_range=(-1.2, 4.0),
-        ax=ax0,
-    )
-    bottom = np.zeros(len(ks))
-    colors = {
-        "left mode": plot.OUTCOME_COLORS["stuck"],
-        "optimum": plot.OUTCOME_COLORS["global"],
-        "elsewhere": "0.6",
-    }
-    for o, c in colors.items():
-        frac = np.array([fractions[k][o] for k in ks])
-        ax1.bar(np.arange(len(ks)), frac, bottom=bottom, color=c, label=o)
-        bottom += frac
-    ax1.set_xticks(np.arange(len(ks)), [str(k) for k in ks])
+        sub = jax.random.fold_in(key, k)
+        path, _ = paths.fit_paths(p, q_start, name, estimator, num_samples=k, num_seeds=4, key=sub, **kw)
+        show[f"snis, K = {k} (4 seeds)"] = path
+    surface = landscape.surface(name, p, (-4.0, 5.0), (-1.2, 2.0))
+    plot.landscape(surface, trajectories=show, optima=optima, ax=ax0, title=r"Adam (0.05) paths over $\mathrm{KL}(p\,\|\,q)$")
+    width = 0.38
+    x = np.arange(len(ks))
+    for j, label in enumerate(OPTIMIZERS):
+        pos = x + (j - 0.5) * width
+        bottom = np.zeros(len(ks))
+        for o in OUTCOMES:
+            frac = np.array([fractions[label][k][o] for k in ks])
+            if frac.any():
+                color = plot.OUTCOME_COLORS[o]
+                ax1.bar(pos, frac, width * 0.95, bottom=bottom, color=color, label=OUTCOME_LABELS[o])
+                bottom += frac
+        ax1.plot(pos, [left[label][k] for k in ks], "D", color="k", ms=6, label="still on the left mode")
+        for xx in pos:
+            ax1.text(xx, 1.02, label, ha="center", fontsize=7)
+    handles, labels = ax1.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per outcome, in drawing order
+    ax1.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax1.set_xticks(x, [str(k) for k in ks])
+    ax1.set_ylim(0, 1.09)
     ax1.set_xlabel("K (samples per step)")
-    ax1.set_ylabel("fraction of seeds")
-    ax1.set_title(f"where snis fits end (exact gradient: {exact_out})")
-    ax1.legend(fontsize=8)
+    ax1.set_ylabel(f"fraction of {num_seeds} seeds")
+    ax1.set_title("how snis fits end, per optimizer", fontsize=10)
     out_path = args.out / "mc_stuck.png"
     fig.savefig(out_path, dpi=80)
     plt.close(fig)
     print(f"saved {out_path}")
-    return {"exact": str(exact_out), "fractions": fractions}
+    return {"exact": exact, "fractions": fractions, "left_mode": left}
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import divjax as dj  # noqa: E402
-from divjax import plot  # noqa: E402
-from divjax.fit import classify  # noqa: E402
+from divjax import landscape, paths, plot  # noqa: E402
 
 
 def parse_args(argv):
@@ -43,21 +42,17 @@ def main(argv=None) -> dict:
     optima = dj.optimal_q(name, p)
     print("verified local minima of KL(q || p) (divjax.optimal_q):")
     print(f"{'#':>3} {'loc':>7} {'scale':>7} {'KL(q||p)':>9} {'|grad|':>9} {'min Hessian eig':>16}")
+    grads = jax.jit(jax.vmap(lambda q: dj.exact_grad(name, p, q)))(optima.q)
+    grad_norms = np.hypot(np.asarray(grads.loc), np.asarray(grads.log_scale))
+    min_eigs = np.asarray(dj.hessian_eigenvalues(name, p, "mu_log_sigma", optima.q))[:, 0]
     for i in range(optima.value.shape[0]):
-        theta = jnp.stack([optima.q.loc[i], optima.q.log_scale[i]])
-
-        def f(t):
-            return dj.divergence(name, p, dj.Gaussian._make((t[0], t[1])))
-
-        g, h = jax.grad(f)(theta), jax.hessian(f)(theta)
-        loc, scale, value = float(theta[0]), float(jnp.exp(theta[1])), float(optima.value[i])
-        grad_norm, min_eig = float(jnp.linalg.norm(g)), float(jnp.min(jnp.linalg.eigvalsh(h)))
-        print(f"{i:3d} {loc:7.3f} {scale:7.3f} {value:9.4f} {grad_norm:9.2e} {min_eig:16.3f}")
+        loc, scale, value = float(optima.q.loc[i]), float(optima.q.scale[i]), float(optima.value[i])
+        print(f"{i:3d} {loc:7.3f} {scale:7.3f} {value:9.4f} {grad_norms[i]:9.2e} {min_eigs[i]:16.3f}")
     starts = dj.Gaussian(jnp.linspace(-4.0, 5.0, num_starts), jnp.full(num_starts, jnp.log(0.7)))
-    path, diverged_at = plot.fit_paths(p, starts, name, num_steps=num_steps, key=jax.random.key(0))
+    path, diverged_at = paths.fit_paths(p, starts, name, num_steps=num_steps, key=jax.random.key(0))
     ends = dj.Gaussian._make((jnp.asarray(path.loc[:, -1]), jnp.asarray(path.log_scale[:, -1])))
-    where = np.asarray(classify(ends, jnp.asarray(diverged_at), optima))
-    values = np.asarray(plot.path_values(name, p, ends))
+    where = np.where(diverged_at >= 0, -2, np.asarray(dj.classify(ends, optima)))
+    values = np.asarray(landscape.path_values(name, p, ends))
     print(f"\nexact gradient descent from N(m, 0.7^2), {num_steps} steps:")
     print(f"{'start m':>8} {'end loc':>8} {'end scale':>9} {'KL(q||p)':>9}  ends at")
     labels = {0: "global optimum (mode at 3)", 1: "local optimum (mode at -2)", -1: "neither yet"}
@@ -74,7 +69,7 @@ def main(argv=None) -> dict:
             lambda a, i=i: a[i], path
         )
     colors = {k: ("#E7298A" if where[i] == 1 else "#2C7FB8") for i, k in enumerate(show)}
-    plot.landscape(name, p, trajectories=show, optima=optima, colors=colors, ax=ax)
+    plot.landscape(landscape.surface(name, p), trajectories=show, optima=optima, colors=colors, ax=ax)
     ax.set_title(
         "exact reverse-KL fits: blue end at the global optimum, pink at the local one", fontsize=10
     )

@@ -65,9 +65,9 @@ def main(argv=None) -> dict:
     num = 41 if args.quick else 121
     log_scales = jnp.linspace(-1.0, 2.0, num)
     qs = dj.Gaussian(jnp.full(num, 0.0), log_scales)
-    auto = jax.vmap(lambda q: dj.autodiff_grad(name, p, q))(qs)
-    right = jax.vmap(lambda q: kl_forward_grad(p, q))(qs)
-    wrong = jax.vmap(lambda q: kl_forward_grad_wrt_sigma(p, q))(qs)
+    auto = jax.jit(jax.vmap(lambda q: dj.autodiff_grad(name, p, q)))(qs)
+    right = jax.jit(jax.vmap(lambda q: kl_forward_grad(p, q)))(qs)
+    wrong = jax.jit(jax.vmap(lambda q: kl_forward_grad_wrt_sigma(p, q)))(qs)
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     x = np.asarray(log_scales)
     ax.plot(x, np.asarray(auto.log_scale), color="k", lw=3, alpha=0.35, label="jax.grad (autodiff)")

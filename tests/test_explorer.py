@@ -1,12 +1,12 @@
-"""The interactive explorer, driven headless (Agg, synthetic mouse events) and in a real window."""
+"""The explorer's window, driven headless (Agg) through its own event handlers.
 
-import contextlib
+One explorer is shared by the module (compiling is what costs: the settings are
+chosen so the programs are shared with `test_explorer_session`); every test
+leaves it as it found it. Mouse events are synthetic `MouseEvent`'s at data
+points, widget clicks land on the widgets' own artists.
+"""
+
 import math
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
 
 import jax
 import matplotlib
@@ -15,46 +15,38 @@ import pytest
 
 matplotlib.use("Agg")
 
-from matplotlib.backend_bases import MouseEvent  # noqa: E402
+from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 
 import divjax as dj  # noqa: E402
-from divjax import explorer  # noqa: E402
-from divjax.estimators import ESTIMATORS  # noqa: E402
+from divjax.explorer import Explorer, compute, surface  # noqa: E402
+from divjax.explorer.figure import settings_line  # noqa: E402
+from divjax.explorer.landscape_panel import LandscapePanel  # noqa: E402
+from divjax.explorer.options import mixture_arrays  # noqa: E402
+from divjax.explorer.panels import NEGATIVE, POSITIVE, RugPanel  # noqa: E402
+from divjax.paths import draw_aux  # noqa: E402
+from tests.test_explorer_session import count_compiles  # noqa: E402
 
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-PX = 0.03  # more than one pixel of the fit panel's x-axis, in data units (~0.02)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Counts XLA compilations (of anything) inside the block; also `advance`'s cache size."""
-    n = {"xla": 0}
-
-    def listener(event, duration, **kwargs):
-        if event == _COMPILE_EVENT:
-            n["xla"] += 1
-
-    cache0 = explorer.advance._cache_size()
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield n
-    finally:
-        jax._src.monitoring.unregister_event_duration_listener(listener)
-        n["advance"] = explorer.advance._cache_size() - cache0
+PX = 0.03  # more than one pixel of the fit panel's x-axis, in data units
+# divjax.optimal_q("kl_reverse", page target), float32 (checked in the slow session test)
+PAGE_REVERSE_OPTIMA = ([-2.9893217, 1.9939219, -1.0954113], [0.9167399, 0.70933855, 2.2291894])
 
 
-def mouse(ex, name, xy, *, button=1, key=None, dblclick=False, ax=None):
-    """Dispatches a synthetic mouse event at data point ``xy`` of ``ax`` (the fit panel).
+@pytest.fixture(scope="module")
+def ex():
+    e = Explorer(threads=False, optima=False, running=False)
+    e.fig.canvas.draw()
+    yield e
+    e.close()
 
-    Mouse events carry whole pixels, so positions come back to within a pixel (`PX`).
-    """
-    ax = ex.ax_fit if ax is None else ax
+
+def mouse(ex, name, xy, *, ax=None, button=1, key=None, dblclick=False):
+    """A synthetic mouse event at data point ``xy`` of ``ax`` (default: the fit panel)."""
+    ax = ex.figure.fit.ax if ax is None else ax
     x, y = ax.transData.transform(xy)
     MouseEvent(name, ex.fig.canvas, x, y, button=button, key=key, dblclick=dblclick)._process()
 
 
 def drag(ex, start, end, *, steps=4, between=None, **kw):
-    """Press at ``start``, move to ``end`` in ``steps`` motions, release (data coordinates)."""
     mouse(ex, "button_press_event", start, **kw)
     for t in np.linspace(0, 1, steps + 1)[1:]:
         mouse(ex, "motion_notify_event", tuple(np.add(start, t * np.subtract(end, start))), **kw)
@@ -63,277 +55,285 @@ def drag(ex, start, end, *, steps=4, between=None, **kw):
     mouse(ex, "button_release_event", end, **kw)
 
 
-def click_button(ex, button):
-    x, y = button.ax.transAxes.transform((0.5, 0.5))
+def click_at(ex, display_xy):
     for name in ("button_press_event", "button_release_event"):
-        MouseEvent(name, ex.fig.canvas, x, y, button=1)._process()
+        MouseEvent(name, ex.fig.canvas, *display_xy, button=1)._process()
 
 
-@pytest.fixture
-def ex():
-    e = explorer.Explorer(optima=None, running=False)
-    e.fig.canvas.draw()
-    yield e
-    e.close()
+def click_axes(ex, ax, fx=0.5, fy=0.5):
+    """A click at axes fraction ``(fx, fy)`` (buttons, sliders)."""
+    click_at(ex, ax.transAxes.transform((fx, fy)))
 
 
-def _mode_handle(ex, k):
-    xs, ys = ex.handles_p.get_data()
-    return float(xs[k]), float(ys[k])
+def click_label(ex, widget, label):
+    """A click on a radio or check button's label ``label``."""
+    (text,) = [t for t in widget.labels if t.get_text() == label]
+    box = text.get_window_extent(ex.fig.canvas.get_renderer())
+    click_at(ex, ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2))
 
 
-def test_drag_mode_moves_target_and_never_recompiles(ex):
-    ex.frame()
-    w0, m0, s0 = (np.asarray(a, np.float64) for a in ex.target)
-    q0 = ex.q
-    start = _mode_handle(ex, 1)
-    ex.running = True  # the fit keeps stepping while the mode is dragged
-    with count_compiles() as n:
-        drag(ex, start, (start[0] - 1.5, start[1]), between=ex.frame)
-        ex.frame()
-        ex.draw()
-    assert n == {"xla": 0, "advance": 0}
-    w, m, s = (np.asarray(a, np.float64) for a in ex.target)
-    np.testing.assert_allclose(m, [m0[0], m0[1] - 1.5], atol=PX)
-    np.testing.assert_allclose(w, w0, rtol=1e-6)
-    np.testing.assert_allclose(s, s0, rtol=1e-6)
-    assert ex.q.loc != q0.loc  # the fit moved meanwhile
-    # Up-down changes the weight (the peak's height ratio); shift-drag the scale.
-    start = _mode_handle(ex, 0)
-    with count_compiles() as n:
-        drag(ex, start, (start[0], 2.0 * start[1]))
-        start = _mode_handle(ex, 0)
-        drag(ex, start, (start[0] + 0.25, start[1]), key="shift")
-    assert n == {"xla": 0, "advance": 0}
-    w, m, s = (np.asarray(a, np.float64) for a in ex.target)
-    np.testing.assert_allclose(w[0], 2.0 * w0[0], rtol=0.02)
-    np.testing.assert_allclose(s, [s0[0] + 0.25, s0[1]], atol=PX)
-    np.testing.assert_allclose(m[0], m0[0], atol=PX)
+def key(ex, name):
+    KeyEvent("key_press_event", ex.fig.canvas, name)._process()
 
 
-def test_drag_q_moves_mean_and_width_and_holds_it(ex):
-    ex.running = True
-    ex.frame()
-    loc, scale = float(ex.q.loc), float(ex.q.scale)
-    peak = 1.0 / (scale * math.sqrt(2 * math.pi))
-    with count_compiles() as n:
-        mouse(ex, "button_press_event", (loc, peak))
-        mouse(ex, "motion_notify_event", (loc + 2.0, peak))
-        ex.frame()  # a frame while q is held: no steps
-        assert float(ex.q.loc) == pytest.approx(loc + 2.0, abs=PX)
-        mouse(ex, "button_release_event", (loc + 2.0, peak))
-        # The width handle sits at loc + scale.
-        drag(ex, (loc + 2.0 + scale, peak * math.exp(-0.5)), (loc + 2.0 + 0.5, peak))
-    assert n == {"xla": 0, "advance": 0}
-    assert float(ex.q.loc) == pytest.approx(loc + 2.0, abs=PX)
-    assert float(ex.q.scale) == pytest.approx(0.5, abs=PX)
-    assert int(ex.state.diverged_at) == -1
-    step = int(ex.state.step)
-    ex.frame()
-    assert int(ex.state.step) == step + ex.steps_per_frame
-
-
-def test_double_click_adds_and_removes_a_mode(ex):
-    assert ex.target.num_components == 2
-    mouse(ex, "button_press_event", (0.5, 0.01), dblclick=True)
-    assert ex.target.num_components == 3
-    assert float(ex.target.locs[2]) == pytest.approx(0.5, abs=PX)
-    ex.fig.canvas.draw()
-    with count_compiles() as n:  # same count of modes again: nothing new to compile
-        mouse(ex, "button_press_event", _mode_handle(ex, 2), dblclick=True)
-    assert ex.target.num_components == 2
-    assert n["advance"] == 0
-
-
-def test_widgets_switch_divergence_estimator_and_step(ex):
-    assert ex.estimator == "exact"
-    ex.radio_kind.set_active(1)  # chi-square
-    assert ex.name == "chi2_forward" and ex.estimator == "exact"
-    assert [t.get_text() for t in ex.radio_est.labels] == list(ESTIMATORS["chi2_forward"][1:])
-    ex.radio_dir.set_active(1)  # reverse
-    assert ex.name == "chi2_reverse"
-    labels = [t.get_text() for t in ex.radio_est.labels]
-    assert labels == list(ESTIMATORS["chi2_reverse"][1:])
-    ex.radio_est.set_active(labels.index("score_sn"))  # picking one switches to Monte Carlo
-    assert ex.estimator == "score_sn" and not ex.exact
-    assert ex.radio_grad.value_selected == "Monte Carlo"
-    ex.slider_k.set_val(64)
-    assert ex.num_samples == 64 and ex.last.aux.samples.shape == (64,)
-    step, q = int(ex.state.step), ex.q
-    click_button(ex, ex.btn_step)  # a real (synthetic) click on the "step" button
-    assert int(ex.state.step) == step + 1 and ex.q != q
-    click_button(ex, ex.btn_reset)
-    assert int(ex.state.step) == 0
-    assert float(ex.q.loc) == pytest.approx(0.0) and float(ex.q.variance) == pytest.approx(5.0)
-    ex.box_seed.set_val("7")
-    assert ex.seed == 7
-
-
-def test_step_size_and_momentum_are_traced(ex):
-    """Two step sizes, same compiled program; the first step moves q by exactly -lr * grad."""
-    grad = dj.exact_grad("kl_forward", ex.target, dj.default_q0())
-    moves = []
-    with count_compiles() as n:
-        for lr in (0.05, 0.1, -0.02):
-            ex.reset()
-            ex.slider_lr.set_val(lr)
-            ex.slider_mom.set_val(0.5)
-            loc = float(ex.q.loc)
-            ex.step_once()
-            moves.append(float(ex.q.loc) - loc)
-    assert n["advance"] == 0
-    np.testing.assert_allclose(moves, -np.array([0.05, 0.1, -0.02]) * float(grad.loc), rtol=1e-4)
-
-
-def test_running_away_shows_diverged(ex):
-    ex.slider_lr.set_val(-0.1)  # the seed post's "machine running away"
-    ex.running = True
-    for _ in range(50):
-        ex.frame()
-        if "diverged" in ex.status_text:
-            break
-    assert ex.status_text.startswith("diverged at step")
-    assert ex.text_status.get_text() == ex.status_text
+def test_main_view_fits_forward_and_reverse_from_one_start(ex):
+    ex.reset()
+    for _ in range(5):
+        ex.frame(20)
+    s, fit = ex.session, ex.figure.fit
+    assert s.settings.directions == ("forward", "reverse")
+    q_f, q_r = s.q("forward"), s.q("reverse")
+    assert abs(float(q_f.loc) - float(q_r.loc)) > 0.1  # mean-seeking vs mode-seeking
+    for d in ("forward", "reverse"):
+        assert fit.lines_q[d].get_visible() and len(fit.lines_q[d].get_xdata()) == s.num_x
+        path = ex.figure.landscape.paths[d].get_xydata()
+        assert path.shape[0] > 5 and np.allclose(path[0], s.start)  # both start at the start
+        assert ex.figure.text_status[d].get_text().startswith(("fwd", "rev"))
+    assert (
+        "KL(p||q) = " in fit.text_values.get_text() and "KL(q||p) = " in fit.text_values.get_text()
+    )
     ex.draw()
 
 
-def test_infinite_chi_square_shown_as_inf_with_reason():
-    ex = explorer.Explorer(divergence="chi2_reverse", optima=None, running=False)
-    try:
-        # q0 = N(0, 5) against max s_k^2 = 1: chi2(q || p) = inf.
-        assert math.isinf(ex.values["chi2_reverse"])
-        values, reasons = ex.value_text()
-        assert "chi2(q||p) = inf" in values
-        assert any("does not decay" in r for r in reasons)
-        assert "does not decay" in ex.text_reason.get_text()
-        ex.step_once()  # no exact gradient there: the fit stops at once
-        assert ex.status_text.startswith("diverged at step 0")
-    finally:
-        ex.close()
+def test_drag_mode_moves_target_and_never_recompiles(ex):
+    ex.reset()
+    w0, m0, s0 = mixture_arrays(ex.session.target)
+    xs, ys = ex.figure.fit.modes.get_data()
+    drag(ex, (xs[1], ys[1]), (xs[1] - 0.5, ys[1]))  # warm-up: eager helpers compile once
+    ex.set_target((w0, m0, s0))
+    start = (float(xs[1]), float(ys[1]))
+    with count_compiles() as n:
+        drag(ex, start, (start[0] - 1.5, start[1]), between=lambda: ex.frame(3))
+        xs, ys = ex.figure.fit.modes.get_data()
+        drag(ex, (xs[0], ys[0]), (xs[0], 2.0 * ys[0]))  # up: weight
+        xs, ys = ex.figure.fit.modes.get_data()
+        drag(ex, (xs[0], ys[0]), (xs[0] + 0.25, ys[0]), key="shift")  # shift: scale
+    assert n["programs"] == 0
+    w, m, s = mixture_arrays(ex.session.target)
+    np.testing.assert_allclose(m, [m0[0], m0[1] - 1.5], atol=PX)
+    assert w[0] / w[1] == pytest.approx(2.0 * w0[0] / w0[1], rel=0.05)
+    np.testing.assert_allclose(s, [s0[0] + 0.25, s0[1]], atol=PX)
+    assert ex.figure.landscape.data.values.shape == (40, 40)  # recomputed for the new target
+    ex.set_target(dj.default_target())
 
 
-def test_converged_and_stuck_status():
-    ex = explorer.Explorer(optima="sync")  # forward KL: one optimum, moment matching
-    try:
-        for _ in range(100):
-            ex.frame()
-            if ex.status_text.startswith("converged"):
+def test_drag_q_moves_its_mean_and_width(ex):
+    ex.reset()
+    q = ex.session.q("reverse")
+    loc, scale = float(q.loc), float(q.scale)
+    peak = 1.0 / (scale * math.sqrt(2 * math.pi))
+    with count_compiles() as n:
+        drag(ex, (loc, peak), (loc + 2.0, peak))
+        drag(ex, (loc + 2.0 + scale, peak * math.exp(-0.5)), (loc + 2.5, peak))
+    assert n["programs"] == 0
+    q = ex.session.q("reverse")
+    assert float(q.loc) == pytest.approx(loc + 2.0, abs=PX)
+    assert float(q.scale) == pytest.approx(0.5, abs=PX)
+    assert float(ex.session.q("forward").loc) == pytest.approx(loc, abs=1e-6)  # the other stays
+    ex.reset()
+
+
+def test_landscape_drag_moves_q_and_hover_shows_the_value(ex):
+    ex.reset()
+    land = ex.figure.landscape
+    with count_compiles() as n:
+        drag(ex, (1.0, 0.3), (2.0, 0.1), ax=land.ax)  # empty spot: both q's start there
+    assert n["programs"] == 0
+    for d in ("forward", "reverse"):
+        q = ex.session.q(d)
+        assert (float(q.loc), float(q.log_scale)) == pytest.approx((2.0, 0.1), abs=0.05)
+    drag(ex, (2.0, 0.1), (-2.0, -0.6), ax=land.ax)  # on the heads: the top one (reverse) moves
+    assert float(ex.session.q("reverse").loc) == pytest.approx(-2.0, abs=0.05)
+    assert float(ex.session.q("forward").loc) == pytest.approx(2.0, abs=0.05)
+    t1, t2 = land.data.theta1[10], land.data.theta2[12]  # a mesh point: the value itself
+    mouse(ex, "button_press_event", (t1, t2), ax=land.ax)
+    mouse(ex, "button_release_event", (t1, t2), ax=land.ax)
+    mouse(ex, "motion_notify_event", (t1, t2), ax=land.ax)
+    text = land.text_hover.get_text()
+    assert text.startswith(f"(μ, log σ) = ({t1:.3g}, {t2:.3g})") and "KL(q||p) = " in text
+    shown = float(text.split("= ")[-1])
+    assert shown == pytest.approx(math.expm1(land.data.values[12, 10]), rel=1e-3)
+    assert shown == pytest.approx(ex.session.value("reverse"), rel=0.02)  # q is there now
+    mouse(ex, "motion_notify_event", (t1, t2), ax=ex.figure.fit.ax)  # off the landscape
+    assert land.text_hover.get_text() == ""
+    ex.reset()
+
+
+def test_switches_and_sliders_act_without_recompiling(ex):
+    w = ex.widgets
+    ex.reset()
+    with count_compiles() as n:
+        click_label(ex, w.options, "natural gradient")
+        click_label(ex, w.options, "clip")
+        click_label(ex, w.optimizer, "Adam")
+        click_axes(ex, w.lr.ax, 0.5)
+        click_axes(ex, w.momentum.ax, 0.1)
+        click_axes(ex, w.decay.ax, 0.5)
+        click_axes(ex, w.clip_norm.ax, 0.25)
+        click_label(ex, w.options, "fixed σ")
+        ex.frame(10)
+    assert n["programs"] == 0
+    s = ex.session
+    assert s.flags == {"natural_gradient": True, "fixed_scale": True, "optimizer": "adam"}
+    assert s.clip and s.clip_value == pytest.approx(0.1 + 0.25 * 19.9, abs=0.1)
+    assert s.hyper["learning_rate"] == pytest.approx(0.2, abs=0.01)
+    assert s.hyper["decay"] == pytest.approx(0.005, abs=2e-4)
+    assert float(s.q("forward").log_scale) == pytest.approx(s.q0[1], abs=1e-6)  # sigma held
+    assert "natural gradient in (μ, log σ)" in settings_line(
+        ex.session
+    ) and "Adam" in settings_line(ex.session)
+    for label in ("natural gradient", "clip", "fixed σ"):
+        click_label(ex, w.options, label)
+    click_label(ex, w.optimizer, "SGD")
+    ex.set_hyper(learning_rate=0.05, momentum=0.9, decay=0.0)
+    assert not any(w.options.get_status())
+    ex.reset()
+
+
+def test_speed_step_key_restart_and_run(ex):
+    w, s = ex.widgets, ex.session
+    click_axes(ex, w.speed.ax, 0.75)
+    assert s.speed == pytest.approx(10**3, rel=0.05)
+    assert w.speed.valtext.get_text().replace(",", "").isdigit()
+    step = s.step("forward")
+    key(ex, "right")
+    assert s.step("forward") == step + 1
+    start = s.start
+    key(ex, "r")
+    assert s.start != start and s.step("forward") == 0
+    key(ex, " ")
+    assert ex.running and w.run.label.get_text() == "pause"
+    key(ex, " ")
+    assert not ex.running
+    key(ex, "z")
+    assert s.start == pytest.approx(s.q0)
+    ex.set_speed(200.0)
+
+
+def test_direction_toggle_never_recompiles(ex):
+    ex.reset()
+    with count_compiles() as n:
+        click_label(ex, ex.widgets.directions, "forward")
+        ex.frame(5)
+    assert n["programs"] == 0
+    assert ex.session.settings.directions == ("reverse",)
+    assert not ex.figure.fit.lines_q["forward"].get_visible()
+    assert ex.session.step("forward") == 0 and ex.session.step("reverse") == 5
+    click_label(ex, ex.widgets.directions, "reverse")  # the last one stays
+    assert ex.session.settings.directions == ("reverse",)
+    assert "at least one" in ex.figure.text_message.get_text()
+    click_label(ex, ex.widgets.directions, "forward")
+    assert ex.session.settings.directions == ("forward", "reverse")
+    ex.reset()
+
+
+def test_monte_carlo_and_its_estimators(ex):
+    with ex.batch():  # one compilation for both clicks
+        click_label(ex, ex.widgets.gradient, "Monte Carlo")
+        click_label(ex, ex.widgets.estimators["reverse"], "reparam")
+        assert ex.wanted("estimators") == ("snis", "reparam") and ex.session.settings.exact
+    s = ex.session
+    assert not s.settings.exact and s.settings.estimators == ("snis", "reparam")
+    ex.frame(5)
+    assert s.frame.aux.samples.shape == (2, 16)
+    assert "snis, K = 16" in ex.figure.weights.text_ess.get_text()
+    with ex.batch():
+        click_label(ex, ex.widgets.gradient, "exact")
+        click_label(ex, ex.widgets.estimators["reverse"], "reinforce")
+        click_label(ex, ex.widgets.gradient, "exact")
+    assert s.settings.exact and s.settings.estimators == ("snis", "reinforce")
+
+
+def test_coordinates_and_any_k(ex):
+    """The coordinates radio and K (slider, -/+), then the page preset (same programs)."""
+    w = ex.widgets
+    with ex.batch():
+        click_label(ex, w.coordinates, "(μ, σ)")
+        click_axes(ex, w.k.ax, 6.0 / 9.0)  # log2 K = 6
+        for _ in range(10):
+            k = ex.wanted("num_samples")
+            if k == 64:
                 break
-        assert ex.status_text == "converged to the global q*"
+            click_axes(ex, (w.k_plus if k < 64 else w.k_minus).ax)
+        click_axes(ex, w.k_plus.ax)
+        assert ex.wanted("num_samples") == 65 and w.k.valtext.get_text() == "65"
+        click_axes(ex, w.k_minus.ax)
+    s = ex.session
+    assert s.settings.parameterization == "mu_sigma" and s.settings.num_samples == 64
+    ex.frame(3)
+    assert s.frame.aux.contributions.shape == (2, 64, 2)
+    land = ex.figure.landscape
+    assert land.data.parameterization == "mu_sigma" and land.ax.get_ylabel() == r"$\sigma$"
+    labels = [t.get_text() for t in ex.figure.rug.ax.get_yticklabels()]
+    assert any(r"\sigma" in t and "log" not in t for t in labels)
+    head = land.heads["reverse"].get_xydata()[0]
+    q = ex.session.q("reverse")
+    assert head == pytest.approx((float(q.loc), float(q.scale)), abs=1e-5)
+
+
+def test_page_preset_shows_every_reverse_kl_optimum(ex):
+    page = Explorer(preset="page", threads=False, optima=False, running=False)
+    try:
+        s = page.session
+        assert s.settings.num_samples == 64 and s.settings.parameterization == "mu_sigma"
+        assert s.flags["natural_gradient"] and s.clip and s.clip_value == 5.0
+        assert s.hyper == {"learning_rate": 0.08, "momentum": 0.0, "decay": 0.001}
+        assert s.q0 != pytest.approx((0.0, 0.5 * math.log(5.0)))  # a random start
+        locs, scales = PAGE_REVERSE_OPTIMA
+        q = dj.Gaussian._make((np.array(locs, np.float32), np.log(np.array(scales, np.float32))))
+        optima = dj.Optima(q, np.zeros(3, np.float32))
+        s.set_optima("reverse", s.book.key(s, "reverse"), optima)
+        page.background.poll()
+        page.figure.landscape.mark_optima(s, "reverse")
+        page.frame(0)
+        markers = page.figure.landscape._markers
+        marked = np.concatenate([m.get_xydata() for m in markers if m.get_mfc() != "none"])
+        assert marked.shape == (3, 2)
+        np.testing.assert_allclose(marked[:, 1], scales, rtol=1e-5)  # (mu, sigma) coordinates
+        curves = [ln for ln in page.figure.fit.optima["reverse"] if ln.get_visible()]
+        assert len(curves) == 3 and curves[0].get_linestyle() == "--"
+        line = settings_line(page.session)
+        assert "clip 5" in line and "natural gradient in (μ, σ)" in line and "/(1+0.001t)" in line
     finally:
-        ex.close()
-    # Monte Carlo forward KL on one of two far-apart modes never sees the other one.
-    p = dj.GaussianMixture([0.5, 0.5], [-8.0, 8.0], [0.5, 0.5])
-    ex = explorer.Explorer(
-        p,
-        dj.Gaussian.from_loc_scale(-8.0, 0.5),
-        optima="sync",
-        estimator="snis",
-        learning_rate=0.01,
-        momentum=0.0,
+        page.close()
+
+
+def test_rug_shows_signed_contributions():
+    """Reverse chi-square, score estimator: each sample's share of d/dmu has its own sign."""
+    import matplotlib.pyplot as plt
+
+    p, q = dj.default_target(), dj.Gaussian.from_loc_scale(1.5, 0.8)
+    aux = draw_aux(p, q, "chi2_reverse", "score", 64, jax.random.key(4))
+    c = np.stack([np.asarray(aux.contributions.loc), np.asarray(aux.contributions.log_scale)], -1)
+    both = aux._replace(  # (forward, reverse) rows; only the reverse one is shown
+        samples=np.stack([np.asarray(aux.samples)] * 2), contributions=np.stack([c, c])
     )
-    try:
-        for _ in range(100):
-            ex.frame()
-            if ex.status_text.startswith("stuck"):
-                break
-        assert ex.status_text.startswith("stuck")
-        assert float(ex.q.loc) == pytest.approx(-8.0, abs=0.5)
-    finally:
-        ex.close()
+    frame = compute.Frame(*([None] * 14))._replace(aux=both)
+    settings = compute.Settings(kind="chi2", directions=("reverse",), estimators=("snis2", "score"))
+    session = type("S", (), {"frame": frame, "settings": settings})()
+    fig, ax = plt.subplots()
+    rug = RugPanel(ax)
+    rug.label(session)
+    rug.update(session)
+    colors = [matplotlib.colors.to_hex(c) for c in rug.lines.get_colors()]
+    top = colors[:64]  # the d/dmu row
+    assert top.count(POSITIVE.lower()) == int((c[:, 0] > 0).sum()) == 33
+    assert top.count(NEGATIVE.lower()) == int((c[:, 0] < 0).sum()) == 31
+    plt.close(fig)
 
 
-def test_cli_help_works_without_a_display(monkeypatch, capsys):
-    from divjax import cli
+def test_infinite_region_is_hatched():
+    import matplotlib.pyplot as plt
 
-    monkeypatch.delenv("DISPLAY", raising=False)
-    try:
-        cli.build_parser().parse_args(["explore", "--help"])
-    except SystemExit:
-        pass
-    text = capsys.readouterr().out
-    if "invalid choice" in text or "explore" not in text:
-        pytest.skip("`divjax explore` is not wired into divjax/cli.py yet")
-    for flag in (
-        "--divergence",
-        "--estimator",
-        "--num-samples",
-        "--learning-rate",
-        "--momentum",
-        "--seed",
-    ):
-        assert flag in text
-
-
-_SMOKE = """
-import sys
-import matplotlib.pyplot as plt
-from divjax.explorer import explore
-out = sys.argv[1]
-ex = explore(optima=None)
-assert plt.get_backend().lower() == "tkagg", plt.get_backend()
-ex.fig.canvas.start_event_loop(2.5)  # runs the timer (plt.pause would redraw everything)
-ex.toggle_run()
-step = int(ex.state.step)
-ex.step_once()
-assert int(ex.state.step) == step + 1
-ex.fig.canvas.start_event_loop(0.5)
-ex.fig.savefig(out + "/figure.png")
-try:
-    from PIL import ImageGrab
-    ImageGrab.grab(xdisplay=sys.argv[2]).save(out + "/screen.png")
-except Exception as err:
-    print("no screen grab:", err)
-print(f"STEPS {int(ex.state.step)} FPS {ex.frames_per_s:.1f} STEPS_PER_S {ex.steps_per_s:.0f}")
-"""
-
-
-def _has_tk() -> bool:
-    try:
-        import tkinter  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="no Xvfb (apt-get install xvfb)")
-@pytest.mark.skipif(not _has_tk(), reason="tkinter is not available (apt-get install python3-tk)")
-def test_real_window_under_xvfb(tmp_path):
-    read, write = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
-        pass_fds=(write,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write)
-    try:
-        with os.fdopen(read) as f:
-            display = ":" + f.readline().strip()
-        env = dict(os.environ, MPLBACKEND="TkAgg", DISPLAY=display)
-        script = tmp_path / "smoke.py"
-        script.write_text(textwrap.dedent(_SMOKE))
-        run = subprocess.run(
-            [sys.executable, str(script), str(tmp_path), display],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-    finally:
-        server.terminate()
-        server.wait(10)
-    line = [ln for ln in run.stdout.splitlines() if ln.startswith("STEPS")][-1]
-    steps, fps = int(line.split()[1]), float(line.split()[3])
-    assert steps > 1 and fps > 0  # the timer ran the fit in the window
-    keep = os.environ.get("DIVJAX_SCREENSHOT_DIR")
-    for name in ("figure.png", "screen.png"):
-        path = tmp_path / name
-        if name == "screen.png" and not path.exists():
-            continue
-        image = matplotlib.image.imread(path)
-        assert image.shape[0] > 500 and image[..., :3].std() > 0.05  # not a blank screen
-        if keep:
-            shutil.copy(path, os.path.join(keep, name))
-    print(line)
+    p = dj.default_target()
+    data = surface.landscape_data("chi2_reverse", p, "mu_log_sigma", (-4.0, 6.0), (-1.5, 1.5), 40)
+    assert data.infinite.any() and np.isinf(data.values[data.infinite]).all()
+    fig, (ax, cax) = plt.subplots(1, 2)
+    panel = LandscapePanel(ax, cax)
+    session = type("S", (), {"settings": compute.Settings(kind="chi2")})()
+    session.current_optima = lambda d: (None, True)
+    panel.set_data(data, session, "reverse")
+    hatched = [c for c in panel._static if "//" in (getattr(c, "hatches", None) or [])]
+    assert hatched
+    assert surface.value_at(data, (0.0, 1.4)) == math.inf  # sigma^2 >= 2 max s_k^2
+    plt.close(fig)

@@ -67,7 +67,7 @@ class SurrogateAux(NamedTuple):
       ess_sq: ``()`` ESS of the squared weights ``w_i^2 / sum_j w_j^2``.
       contributions: ``q``'s pytree with ``(K, ...)`` leaves: sample ``i``'s share
         of the estimate (they sum over ``K`` to it). For ``"exact"``: the exact
-        gradient divided by ``K``.
+        gradient divided by ``K``. None when not requested (inside fits).
     """
 
     samples: jax.Array
@@ -142,13 +142,19 @@ def linear_terms(coef) -> Callable:
     return terms
 
 
-def assemble(q, spec: Spec, draw: Draw):
-    """``(loss, SurrogateAux)`` from a `Spec` and the (stopped) draw it saw."""
+def assemble(q, spec: Spec, draw: Draw, contributions: bool = True):
+    """``(loss, SurrogateAux)`` from a `Spec` and the (stopped) draw it saw.
+
+    ``contributions=False`` leaves ``aux.contributions`` as None: fits never
+    read them, and not tracing their Jacobian saves compile time.
+    """
     total = jnp.sum(spec.terms(scale_grad(q, spec.log_scale)))
     loss = spec.value + (total - stop(total))
-    scale = jnp.exp(spec.log_scale)
-    per_sample = jax.jacfwd(spec.terms)(stop(q))
-    contributions = jax.tree_util.tree_map(lambda c: scale * c, per_sample)
+    per_sample = None
+    if contributions:
+        scale = jnp.exp(spec.log_scale)
+        per_sample = jax.jacfwd(spec.terms)(stop(q))
+        per_sample = jax.tree_util.tree_map(lambda c: scale * c, per_sample)
     log_w = draw.log_weights
     w = jax.nn.softmax(log_w)
     w2 = jax.nn.softmax(2.0 * log_w)
@@ -158,6 +164,6 @@ def assemble(q, spec: Spec, draw: Draw):
         weights=w,
         ess=1.0 / jnp.sum(w**2),
         ess_sq=1.0 / jnp.sum(w2**2),
-        contributions=stop(contributions),
+        contributions=stop(per_sample),
     )
     return loss, aux

@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax import _checks, divergences
+from divjax import divergences
 from divjax.closed_forms import cross_entropy
 from divjax.estimators import bounds, control_variates, msc, pathwise, score_function
 from divjax.estimators._core import Draw, Spec, SurrogateAux, assemble, linear_terms, stop
-from divjax.targets import GaussianMixture, LogDensity, as_target, check_pair
+from divjax.targets import LogDensity, as_target, check_pair
 
 ALL_FAMILIES = ("gaussian", "diag", "full", "mixture")
 REPARAMETERIZED = ("gaussian", "diag", "full")
@@ -214,13 +214,17 @@ def _exact_spec(name, alpha, p, q, draw: Draw) -> Spec:
     return Spec(value, linear_terms(g), log_scale)
 
 
-def stateful_surrogate(name: str, estimator: str, target, num_samples: int, *, alpha=None) -> Stateful:
+def stateful_surrogate(
+    name: str, estimator: str, target, num_samples: int, *, alpha=None, contributions: bool = True
+) -> Stateful:
     r"""`surrogate` for any estimator, with its state carried explicitly.
 
     For ``msc`` and ``msc_rb`` the state is `divjax.estimators.msc.MSCState`:
     ``init`` draws the chain's start from ``q0``, each ``loss_fn`` call applies
     one CIS kernel step at ``q``. Stateless estimators carry ``()`` and give the
-    same numbers as `surrogate` for the same keys. Args and raises: as `surrogate`.
+    same numbers as `surrogate` for the same keys. ``contributions=False`` skips
+    the per-sample contributions in ``aux`` (fits do not read them). Args and
+    raises: as `surrogate`.
     """
     info, alpha, target = check_estimator(name, estimator, target, num_samples, alpha=alpha)
     k = int(num_samples)
@@ -235,7 +239,7 @@ def stateful_surrogate(name: str, estimator: str, target, num_samples: int, *, a
         def loss_fn(q, key, state):
             _, log_p = bind(q)
             draw = msc.cis_kernel(key, q, state, log_p, k)
-            loss, aux = assemble(q, info.fn(draw, alpha), draw)
+            loss, aux = assemble(q, info.fn(draw, alpha), draw, contributions)
             return loss, (aux, msc.MSCState(draw.samples[draw.index]))
 
         return Stateful(msc.init, loss_fn)
@@ -245,7 +249,7 @@ def stateful_surrogate(name: str, estimator: str, target, num_samples: int, *, a
         x = stop(q.sample(key, k))
         draw = Draw(q, key, x, stop(log_p(x) - q.log_prob(x)), log_p)
         spec = _exact_spec(name, alpha, p, q, draw) if info.fn is None else info.fn(draw, alpha)
-        return assemble(q, spec, draw), state
+        return assemble(q, spec, draw, contributions), state
 
     def with_state(q, key, state):
         (loss, aux), state = loss_fn(q, key, state)

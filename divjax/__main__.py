@@ -1,0 +1,7 @@
+"""``python -m divjax``: the same as the ``divjax`` command."""
+
+import sys
+
+from divjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,328 @@
+r"""The main job: every divergence x estimator x K over many seeds, one compiled sweep per divergence.
+
+`run_demo` fits ``q0`` to the target with every configuration, measures each
+estimator's gradient at ``q0`` (`divjax.grad_stats`, all K in one program),
+prints one table (one row per divergence, estimator and K), writes it as CSV
+and JSON, draws the figures, and reports where the time went.
+
+Each table row counts every fit: how many there were, how many the median
+and IQR of the final divergence cover (finite, not diverged), and how the
+fits ended (`divjax.status.OUTCOMES`), so no statistic hides the fits it left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from divjax import status
+from divjax.diagnostics import grad_stats_many
+from divjax.estimators import ESTIMATORS, min_samples
+from divjax.fit import default_optimizer
+from divjax.landscape import default_window, surface
+from divjax.optima import optimal_q
+from divjax.paths import draw_aux, fit_paths
+from divjax.sweeps import sweep
+
+
+class Row(NamedTuple):
+    """One line of the table (a configuration's fits across seeds)."""
+
+    divergence: str
+    estimator: str
+    num_samples: int
+    num_fits: int
+    num_in_stat: int
+    median: float
+    q25: float
+    q75: float
+    pct_global: float
+    pct_local: float
+    pct_stuck: float
+    pct_settled: float
+    pct_moving: float
+    pct_ran_away: float
+    pct_diverged: float
+    num_infinite: int
+    snr_loc: float
+    snr_scale: float
+    infinite_variance: bool
+
+
+class Timing(NamedTuple):
+    """Seconds spent: compiling and running the sweeps, optima, gradient statistics, figures."""
+
+    compile_s: float
+    run_s: float
+    optima_s: float
+    grad_stats_s: float
+    figures_s: float
+    total_s: float
+
+
+class DemoResult(NamedTuple):
+    rows: list[Row]
+    runs: list
+    stats: dict
+    optima: dict
+    timing: Timing
+
+
+def _first(tree):
+    """The first entry of each of the first two leaves (loc, then scale) of a stats pytree."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return [float(np.asarray(a).reshape(-1)[0]) for a in leaves[:2]]
+
+
+def make_row(run, stats, k_index: int) -> Row:
+    """The table row of one `divjax.sweeps.SweepRun` (``stats``: its estimator's GradStats or None)."""
+    st = run.status
+    value = np.asarray(st.final_value, np.float64)
+    masks = status.outcome_masks(st)
+    ok = np.isfinite(value) & ~masks["diverged"]
+    q25, med, q75 = np.percentile(value[ok], [25, 50, 75]) if ok.any() else (math.nan,) * 3
+    n = value.size
+    if stats is None:
+        snr, inf_var = [math.inf, math.inf], False
+    else:
+        row_stats = jax.tree_util.tree_map(lambda a: np.asarray(a)[k_index], stats)
+        snr = _first(row_stats.snr_exact)
+        if not all(math.isfinite(s) or math.isinf(s) for s in snr):  # no exact gradient
+            snr = _first(row_stats.snr)
+        inf_var = bool(row_stats.infinite_variance)
+    c = run.config
+    pct = {k: 100.0 * float(np.mean(m)) for k, m in masks.items()}
+    return Row(
+        c.name, c.estimator, c.num_samples, n, int(ok.sum()), float(med), float(q25), float(q75),
+        pct["global"], pct["local"], pct["stuck"], pct["settled"], pct["moving"], pct["ran_away"],
+        pct["diverged"], int(np.sum(np.isinf(value) & ~masks["diverged"])), snr[0], snr[1], inf_var,
+    )  # fmt: skip
+
+
+def _fmt(x: float, width: int = 9) -> str:
+    if math.isnan(x):
+        return "-".rjust(width)
+    if math.isinf(x):
+        return ("inf" if x > 0 else "-inf").rjust(width)
+    return f"{x:{width}.3g}"
+
+
+HEADER = (
+    f"{'divergence':<13}{'estimator':<14}{'K':>4} {'fits':>5}{'in stat':>8} {'median D':>9} "
+    f"{'IQR':>19} {'%glob':>6}{'%loc':>6}{'%stuck':>7}{'%mov':>6}{'%away':>6}{'%div':>6}"
+    f"{'#inf':>5} {'SNR loc':>8}{'SNR scl':>8}"
+)
+
+
+def format_row(r: Row) -> str:
+    k = "-" if r.num_samples == 0 else str(r.num_samples)
+    snr = (
+        ("inf-var".rjust(8), "inf-var".rjust(8))
+        if r.infinite_variance
+        else (_fmt(r.snr_loc, 8), _fmt(r.snr_scale, 8))
+    )
+    return (
+        f"{r.divergence:<13}{r.estimator:<14}{k:>4} {r.num_fits:>5}{r.num_in_stat:>8} "
+        f"{_fmt(r.median)} [{_fmt(r.q25, 8)},{_fmt(r.q75, 8)}] "
+        f"{r.pct_global:6.1f}{r.pct_local:6.1f}{r.pct_stuck:7.1f}{r.pct_moving:6.1f}"
+        f"{r.pct_ran_away:6.1f}{r.pct_diverged:6.1f}{r.num_infinite:>5} {snr[0]}{snr[1]}"
+    )
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    return "\n".join([HEADER, "-" * len(HEADER)] + [format_row(r) for r in rows])
+
+
+def _json_value(v):
+    """JSON has no inf or NaN: they are written as the strings "inf", "-inf" and "nan"."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def write_tables(out: Path, rows: Sequence[Row]) -> list[Path]:
+    """``table.csv`` and ``table.json`` (inf and NaN kept apart as strings in JSON)."""
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(Row._fields)
+        writer.writerows(rows)
+    with open(out / "table.json", "w") as f:
+        json.dump([{k: _json_value(v) for k, v in r._asdict().items()} for r in rows], f, indent=1)
+    return [out / "table.csv", out / "table.json"]
+
+
+def fits_for(names: Sequence[str], estimators: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``(divergence, estimator)`` pairs: every estimator of each divergence, or those named."""
+    fits = []
+    for n in names:
+        fits += [(n, e) for e in ESTIMATORS[n] if estimators is None or e in estimators]
+    return fits
+
+
+def run_demo(
+    target,
+    q0,
+    fits: Sequence[tuple[str, str]],
+    *,
+    num_samples: Sequence[int] = (1, 4, 16, 64, 256),
+    num_seeds: int = 256,
+    num_steps: int = 2000,
+    optimizer=None,
+    grad_draws: int = 2000,
+    key: jax.Array,
+    out: str | Path | None = None,
+    figures: bool = True,
+    panel_samples: int = 32,
+    echo=print,
+) -> DemoResult:
+    """Runs the table (and, with ``out``, writes it and the figures); see the module docstring."""
+    t_start = time.perf_counter()
+    optimizer = optimizer or default_optimizer()
+    names = list(dict.fromkeys(n for n, _ in fits))
+    t = time.perf_counter()
+    optima = {n: _optima(n, target, q0) for n in names}
+    optima_s = time.perf_counter() - t
+    echo(HEADER + "\n" + "-" * len(HEADER))
+    rows, runs, stats, compile_s, run_s = [], [], {}, 0.0, 0.0
+    stats_s = 0.0
+    for i, name in enumerate(names):
+        group = [f for f in fits if f[0] == name]
+        t = time.perf_counter()
+        mc = [e for n, e in group if e != "exact"]
+        if mc:  # every estimator of this divergence in one compiled program
+            many = grad_stats_many(
+                name, mc, target, q0, num_samples, grad_draws, jax.random.fold_in(key, 10_000 + i)
+            )
+            stats.update({(name, e): s for e, s in many.items()})
+        stats_s += time.perf_counter() - t
+        res = sweep(
+            target, q0, group, num_samples=num_samples, num_seeds=num_seeds, num_steps=num_steps,
+            optimizers={"sgd": optimizer}, key=jax.random.fold_in(key, i), optima=optima,
+        )  # fmt: skip
+        compile_s, run_s = compile_s + res.compile_s, run_s + res.run_s
+        for run in res.runs:
+            c = run.config
+            st = stats.get((c.name, c.estimator))
+            k_index = 0
+            if st is not None:
+                k_index = [k for k in num_samples if k >= min_samples(c.estimator, c.name)].index(
+                    c.num_samples
+                )
+            rows.append(make_row(run, st, k_index))
+            runs.append(run)
+            echo(format_row(rows[-1]))
+        echo(f"  ({name}: one program, {len(res.runs)} configurations: compile {res.compile_s:.1f} s, run {res.run_s:.1f} s)")
+    figures_s = 0.0
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = write_tables(out, rows)
+        if figures:
+            t = time.perf_counter()
+            written += _figures(out, target, q0, runs, stats, optima, key, panel_samples)
+            figures_s = time.perf_counter() - t
+        for path in written:
+            echo(f"wrote {path}")
+    total = time.perf_counter() - t_start
+    timing = Timing(compile_s, run_s, optima_s, stats_s, figures_s, total)
+    return DemoResult(rows, runs, stats, optima, timing)
+
+
+def _optima(name, target, q0):
+    try:
+        return optimal_q(name, target, family="diag" if q0.family == "diag" else "full")
+    except (ValueError, RuntimeError):
+        return None
+
+
+def _figures(out, target, q0, runs, stats, optima, key, panel_samples) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window
+    from divjax.plot import demo_figures  # presentation: imports matplotlib, lazily
+
+    data = demo_data(target, q0, runs, stats, optima, key=key, panel_samples=panel_samples)
+    return demo_figures(out, data)
+
+
+DEMO_ESTIMATORS = {"kl_forward": "snis", "kl_reverse": "reparam", "chi2_forward": "snis2", "chi2_reverse": "score_sn"}
+
+
+def demo_data(target, q0, runs, stats, optima, *, key, panel_samples=32, path_ks=(4, 64),
+              num_steps=300, num_frames=30, steps_per_frame=5):  # fmt: skip
+    """Everything the demo's figures draw (`divjax.plot.figures.DemoData`), computed here."""
+    from divjax.plot import DemoData, Frames
+
+    k_aux, k_paths, k_anim = jax.random.split(key, 3)
+    names = list(dict.fromkeys(r.config.name for r in runs))
+    mc, fitted, notes = {}, {}, {}
+    for run in runs:
+        c = run.config
+        if c.estimator != "exact":
+            mc.setdefault(c.name, c.estimator)
+        elif c.name not in fitted:
+            fitted[c.name] = jax.tree_util.tree_map(lambda a: a[0], run.q)
+            notes[c.name] = jax.tree_util.tree_map(lambda a: a.reshape(-1)[0], run.status).describe()
+    trajectories, surfaces, auxes = {}, {}, {}
+    for i, n in enumerate(names):
+        mc.setdefault(n, DEMO_ESTIMATORS.get(n, ESTIMATORS[n][-1]))
+        key_n = jax.random.fold_in(k_paths, i)
+        exact_path, exact_div = fit_paths(target, q0, n, "exact", num_steps=num_steps, key=key_n)
+        label = "exact" + (f" (diverged at step {exact_div[0]})" if exact_div[0] >= 0 else "")
+        trajectories[n] = {label: exact_path}
+        for k in path_ks:
+            path, _ = fit_paths(
+                target, q0, n, mc[n], num_samples=k, num_seeds=3, num_steps=num_steps, key=key_n
+            )
+            trajectories[n][f"{mc[n]}, K = {k}"] = path
+        if n not in fitted:
+            fitted[n] = jax.tree_util.tree_map(lambda a: a[0, -1], exact_path)
+            notes[n] = f"{num_steps} exact steps"
+        if q0.event_shape == ():
+            starts = [(float(q0.loc), float(q0.log_scale))]
+            surfaces[n] = surface(n, target, *default_window(target, starts))
+        auxes[n] = draw_aux(target, fitted[n], n, mc[n], panel_samples, jax.random.fold_in(k_aux, i))
+    anim = names[0]
+    total = num_frames * steps_per_frame
+    path, div = fit_paths(target, q0, anim, mc[anim], num_samples=16, num_steps=total, key=k_anim)
+    idx = np.arange(num_frames + 1) * steps_per_frame
+    qs = jax.tree_util.tree_map(lambda a: a[0, idx], path)
+    frames = Frames(anim, mc[anim], idx, qs, draw_aux(target, qs, anim, mc[anim], 16, k_anim),
+                    diverged_at=int(div[0]))  # fmt: skip
+    return DemoData(
+        target=target, q0=q0, optima=optima, runs=tuple(runs), grad_stats=stats, fitted=fitted,
+        notes=notes, estimators=mc, surfaces=surfaces, trajectories=trajectories, auxes=auxes,
+        frames=frames,
+    )  # fmt: skip
+
+
+def timing_report(t: Timing) -> str:
+    """Where the demo's time went, one line."""
+    other = t.total_s - t.compile_s - t.run_s - t.optima_s - t.grad_stats_s - t.figures_s
+    return (
+        f"time: {t.total_s:.1f} s = sweeps {t.compile_s:.1f} s compiling + {t.run_s:.1f} s running, "
+        f"optima {t.optima_s:.1f} s, grad_stats {t.grad_stats_s:.1f} s, figures {t.figures_s:.1f} s, "
+        f"other {other:.1f} s"
+    )
+
+
+__all__ = [
+    "DemoResult",
+    "Row",
+    "Timing",
+    "demo_data",
+    "fits_for",
+    "format_table",
+    "make_row",
+    "run_demo",
+    "timing_report",
+    "write_tables",
+]
