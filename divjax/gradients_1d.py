@@ -10,7 +10,7 @@ checks them. With ``x = mu + sigma z``, ``u_k = (mu - m_k) / s_k`` and
 - ``kl_reverse``: one component, ``(u / s, rho^2 - 1)``; a mixture, the
   derivative of the form centred on the dominant component ``*``:
   ``(u_* / s_*, rho_*^2 - 1) - E_q[sum_k resp_k (dr_k - dr_*)]``, by quadrature
-  in q's frame (`divjax.integrals.kl_reverse_line_grad`).
+  in q's frame (`divjax.kl_integrals.kl_reverse_line_grad`).
 - ``chi2_forward``: the derivative of the pairwise closed form of ``log(1 + chi^2)``.
 - ``chi2_reverse``: ``(1 + chi^2) grad log I(2)`` with ``I(2) = int q^2 / p``.
   One component (and a mixture far from ``q``, where ``log I`` is the
@@ -34,20 +34,14 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from divjax import integrals
-from divjax.closed_forms import (
-    asymptotic_log_power,
-    chi2_forward_pairs,
-    frame,
-    half_difference,
-    line,
-    mul_exp,
-    power_exponents,
-    power_singles,
-    power_terms,
-    single_log_power_grad,
-)
+from divjax._numerics import half_difference, mul_exp
+from divjax.closed_forms import chi2_forward_pairs
 from divjax.families import LOG_2PI, Gaussian
+from divjax.kl_integrals import kl_reverse_line_grad
+from divjax.line_algebra import asymptotic_log_power, line, power_singles, single_log_power_grad
+from divjax.pair_rules import q_rule
+from divjax.power_integrals import asymptotic_threshold, safe_q
+from divjax.q_frame import frame, power_exponents, power_terms
 
 stop = jax.lax.stop_gradient
 
@@ -65,7 +59,7 @@ def kl_forward(p, q: Gaussian) -> Gaussian:
 
 def kl_reverse(p, q: Gaussian) -> Gaussian:
     if p.num_components > 1:
-        return Gaussian._make(integrals.kl_reverse_line_grad(p, q))
+        return Gaussian._make(kl_reverse_line_grad(p, q))
     ln = line(p, q)
     u = 2.0 * ln.half_delta[0] * jnp.exp(-ln.log_s[0])
     return Gaussian._make((u * jnp.exp(-ln.log_s[0]), jnp.expm1(2.0 * ln.log_rho[0])))
@@ -92,7 +86,7 @@ def _q_frame_log_power_grad(p, q, a: float):
     b = 1.0 - a
     f = frame(p, q)
     t = power_terms(f, a)
-    z, w = integrals.q_rule(p, f, t)
+    z, w = q_rule(p, f, t)
     e = power_exponents(t, z)  # (N, M)
     log_f = b * logsumexp(e / b, axis=-1)
     log_wf = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + log_f, -jnp.inf)
@@ -133,8 +127,8 @@ def chi2_reverse(p, q: Gaussian) -> Gaussian:
     if p.num_components == 1:
         g, log_i = g_single, jnp.maximum(asym, 0.0)
     else:
-        use = stop(~(jnp.abs(asym) <= integrals._threshold(jnp.result_type(asym))))
-        g_quad, log_quad = _q_frame_log_power_grad(p, integrals._safe_q(p, q, a, use), a)
+        use = stop(~(jnp.abs(asym) <= asymptotic_threshold(jnp.result_type(asym))))
+        g_quad, log_quad = _q_frame_log_power_grad(p, safe_q(p, q, a, use), a)
         g = tuple(jnp.where(use, gs, gq) for gs, gq in zip(g_single, g_quad))
         log_i = jnp.maximum(jnp.where(use, asym, log_quad), 0.0)
     return Gaussian._make(tuple(mul_exp(v, log_i) for v in g))
