@@ -67,7 +67,7 @@ def _component_anchors(f: Frame, p) -> tuple[jax.Array, jax.Array]:
 def q_rule(p, f: Frame, terms=None) -> tuple[jax.Array, jax.Array]:
     r"""Nodes ``z (N, d)`` and weights ``(N,)`` for ``int g(z) dz`` in q's frame.
 
-    ``terms`` (`divjax.closed_forms.PowerTerms`) adds the peaks of the power
+    ``terms`` (`divjax.q_frame.PowerTerms`) adds the peaks of the power
     integrand's per-component bounds as anchors and to the window.
     """
     d = f.loc.shape[-1]

@@ -108,7 +108,7 @@ def power_pieces(p, q, a: float) -> PowerPieces:
     In 1-D ``use`` where ``|log I_k| > 100 / eps`` (always, for one component);
     the quadrature is then evaluated at a harmless ``q`` and discarded.
     Differentiating ``rest`` and ``w2`` and recombining as
-    ``d rest - a b exp(log_scale) d w2 / 2`` (`divjax.closed_forms.mul_exp`)
+    ``d rest - a b exp(log_scale) d w2 / 2`` (`divjax._numerics.mul_exp`)
     gives ``d log I`` where ``log I`` overflows.
     """
     f = frame(p, q)
@@ -170,7 +170,7 @@ def log_power_grad(p, q, a: float):
 
     Where even ``w_k^2`` overflows (``log I`` beyond the float range) the
     single-component limit's derivative is taken in closed form
-    (`divjax.closed_forms.single_log_power_grad`): autodiff would have to
+    (`divjax.line_algebra.single_log_power_grad`): autodiff would have to
     multiply an overflowing ``u^2`` by an underflowing ``rho^2``.
     """
     ab = a * (1.0 - a)
