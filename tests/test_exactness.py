@@ -56,6 +56,21 @@ def test_contract_on_the_extreme_grid_more_orders(name, alpha, dtype):
     _check(name, alpha, dtype)
 
 
+BEYOND = {  # beyond the grid: the dtype's smallest scales, |loc| to 1e12
+    "float32": [(1e9, 1.0), (-1e9, 1e-20), (0.5, 1e-37), (3.0, 1e6), (1e5, 1e-37), (-1e9, 1e6)],
+    "float64": [(1e9, 1.0), (-1e9, 1e-20), (0.5, 1e-300), (3.0, 1e6), (1e12, 1e-100), (3.0, 1e100)],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", grid.DTYPES)
+@pytest.mark.parametrize("name, alpha", grid.ORDERS, ids=[grid.key(*o) for o in grid.ORDERS])
+def test_contract_beyond_the_grid(name, alpha, dtype):
+    qs = BEYOND[dtype]
+    refs = grid.reference_rows(name, alpha, dtype, qs)
+    _check(name, alpha, dtype, qs, np.asarray(refs, float).reshape(len(grid.TARGETS), len(qs), 3))
+
+
 # --- hypothesis: extremes off the grid, evaluated in batches with the grid's programs ----
 
 
