@@ -64,9 +64,14 @@ def times_exp(x, log_f):
     Autodiff of a plain product forms the cotangent of ``exp(log_f)`` as
     (cotangent) ``* x``, which overflows (and then meets a zero: NaN) where
     ``x`` is huge even though the result is not; here it is (cotangent) ``*``
-    result.
+    result. At ``x = 0`` it is the plain product (its factor capped at the
+    float range), so the derivative in ``x`` is ``exp(log_f)`` there too.
     """
-    return jnp.sign(x) * jnp.exp(safe_log_abs(x) + log_f)
+    nz = x != 0
+    far = jnp.sign(x) * jnp.exp(safe_log_abs(x) + log_f)
+    cap = log_max(jnp.result_type(x)) - 1.0
+    at_zero = jnp.where(nz, 0.0, x) * jnp.exp(jnp.minimum(log_f, cap))
+    return jnp.where(nz, far, at_zero)
 
 
 def clamp_at_zero(x, sign: float = 1.0):

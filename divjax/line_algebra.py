@@ -25,6 +25,7 @@ from divjax._numerics import (
     log_expm1mx,
     log_max,
     safe_log_abs,
+    times_exp,
     ymlog1p,
 )
 from divjax.families import LOG_2PI
@@ -159,11 +160,11 @@ def scaled_w2(ln: Line, a: float, k):
     j = jax.lax.stop_gradient(
         jnp.maximum(0.0, jnp.ceil((log_w - 0.5 * log_max(lv.dtype) + 4.0) / _LOG2))
     )
-    # One exponential: a product of a huge difference and a small factor would overflow
-    # in the reverse pass (its cotangent is the product of the two) even where w^2 does not.
-    log_abs_half = safe_log_abs(pick(ln.half_delta, k))
-    log_w2 = 2.0 * (log_abs_half + (1.0 - j) * _LOG2 - pick(ln.log_s, k) - 0.5 * lv)
-    return jnp.exp(log_w2), 2.0 * j * _LOG2
+    # One exponential (`times_exp`): a product of a huge difference and a small factor would
+    # overflow in the reverse pass even where w^2 does not; squared after, so that the second
+    # derivative at mu = m_k is right.
+    w = times_exp(pick(ln.half_delta, k), (1.0 - j) * _LOG2 - pick(ln.log_s, k) - 0.5 * lv)
+    return w * w, 2.0 * j * _LOG2
 
 
 def single_log_power_grad(ln: Line, a: float, k):
@@ -205,7 +206,8 @@ def peaks(ln: Line, a: float) -> Peaks:
     """
     b = 1.0 - a
     lv, pd = log_lambda(a, ln.log_rho)
-    w2 = jnp.exp(2.0 * (safe_log_abs(ln.half_delta) + _LOG2 - ln.log_s - 0.5 * lv))
+    w = times_exp(ln.half_delta, _LOG2 - ln.log_s - 0.5 * lv)
+    w2 = w * w
     log_peak = -0.5 * a * b * w2 - a * ln.log_scale - b * ln.log_s - 0.5 * LOG_2PI + b * ln.log_pi
     log_width = ln.log_scale - 0.5 * lv
     base_q = 2.0 * ln.log_rho + math.log(abs(b)) < math.log(abs(a))

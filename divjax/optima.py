@@ -98,7 +98,7 @@ def _objective(name, alpha, p, family, fixed, rule):
 
 
 def _search_rule(name, alpha, p):
-    """The Gauss-Hermite rule of the search (``None``: search on the exact value, which is cheap)."""
+    """The Gauss-Hermite rule of the search (``None``: search on the exact value, it is cheap)."""
     a = divergences.exponent(name, alpha)
     if name == "kl_forward" or a in (-1.0, 0.0, 1.0) or p.num_components == 1:
         return None
@@ -106,7 +106,9 @@ def _search_rule(name, alpha, p):
     return z.astype(p.locs.dtype), w.astype(p.locs.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed", "num_iters", "hermite"))
+@functools.partial(
+    jax.jit, static_argnames=("name", "alpha", "family", "fixed", "num_iters", "hermite")
+)
 def _solve(p, starts, *, name, alpha, family, fixed, num_iters, hermite):
     rule = _search_rule(name, alpha, p) if hermite else None
     f = _objective(name, alpha, p, family, fixed, rule)
@@ -123,7 +125,7 @@ def _check_one(p, theta, *, name, alpha, family, fixed):
 
 
 @functools.partial(jax.jit, static_argnames=("name", "alpha", "family", "fixed"))
-def _values(p, thetas, *, name, alpha, family, fixed):
+def _theta_values(p, thetas, *, name, alpha, family, fixed):
     return jax.vmap(_objective(name, alpha, p, family, fixed, None))(thetas)
 
 
@@ -175,7 +177,9 @@ def _finite_thetas(name, alpha, p, family, fixed, starts) -> np.ndarray:
         thetas = np.stack([to_theta(loc, cov, family) for loc, cov in zip(locs, covs)])
         if fixed is not None:
             thetas = thetas[:, :1]
-        values = _values(p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed)
+        values = _theta_values(
+            p, jnp.asarray(thetas, dtype), name=name, alpha=alpha, family=family, fixed=fixed
+        )
         finite = np.isfinite(np.asarray(values))
         if finite.all() or fixed is not None:
             break
@@ -185,7 +189,17 @@ def _finite_thetas(name, alpha, p, family, fixed, starts) -> np.ndarray:
 
 def _key(name, alpha, p, family, fixed, num_iters, grad_tol):
     leaves = tuple(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(p))
-    return (name, alpha, family, fixed, num_iters, grad_tol, str(p.locs.dtype), p.locs.shape, leaves)
+    return (
+        name,
+        alpha,
+        family,
+        fixed,
+        num_iters,
+        grad_tol,
+        str(p.locs.dtype),
+        p.locs.shape,
+        leaves,
+    )
 
 
 def optimal_q(
@@ -248,7 +262,7 @@ def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
     dim, dtype = p.dim, p.locs.dtype
     kw = dict(name=name, alpha=alpha, family=family, fixed=fixed)
     if name == "kl_forward":  # convex, closed-form minimum: only the check
-        (mean, cov), = _moments(p, [list(range(p.num_components))])
+        ((mean, cov),) = _moments(p, [list(range(p.num_components))])
         theta = to_theta(mean, cov, family)[: 1 if fixed is not None else None]
         ends = _check(p, jnp.asarray(theta[None], dtype), **kw)
     else:
@@ -256,6 +270,7 @@ def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:
         hermite = _search_rule(name, alpha, p) is not None
         ends = _solve(p, jnp.asarray(starts, dtype), num_iters=num_iters, hermite=hermite, **kw)
         if hermite:  # polish each distinct search end on the exact quadrature
+
             def check(theta):
                 return [np.asarray(a) for a in _check_one(p, jnp.asarray(theta, dtype), **kw)]
 

@@ -160,3 +160,16 @@ def test_cached_references_are_the_reference(dtype):
         cached = grid.cached_reference(name, alpha, dtype)
         fresh = np.asarray(grid.reference_rows(name, alpha, dtype), float)
         np.testing.assert_allclose(cached.reshape(fresh.shape), fresh, rtol=1e-14)
+
+
+@pytest.mark.slow
+def test_second_derivatives_where_q_sits_on_a_component(x64):
+    """At loc = m_k (a start of `divjax.optimal_q`'s Newton) the Hessian matches differences."""
+    p = dj.default_target()
+
+    def f(t):
+        return dj.divergence("hellinger", p, dj.Gaussian(t[0], t[1]))
+
+    t0, h = jnp.array([3.0, 0.0]), 1e-4
+    fd = [(jax.grad(f)(t0 + h * e) - jax.grad(f)(t0 - h * e)) / (2 * h) for e in jnp.eye(2)]
+    np.testing.assert_allclose(jax.hessian(f)(t0), np.stack(fd), rtol=1e-5, atol=1e-8)
