@@ -43,7 +43,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _is_variance import log_k_for_rel_rms, snis_asymptotics  # noqa: E402
 
 import divjax  # noqa: E402
-from divjax import closed_forms, integrals  # noqa: E402
+from divjax import pair_rules, q_frame  # noqa: E402
 from divjax.divergences import DIVERGENCES  # noqa: E402
 from divjax.estimators import ESTIMATORS  # noqa: E402
 from divjax.families import DiagGaussian  # noqa: E402
@@ -166,17 +166,17 @@ def check_variance(quick=False):
 
 def _chi2_by_quadrature(p, q):
     """chi^2(p || q) by quadrature in q's frame (the closed form is what divjax uses)."""
-    f = closed_forms.frame(p, q)
-    terms = closed_forms.power_terms(f, -1.0)
-    z, w = integrals.q_rule(p, f, terms)
-    return jnp.expm1(logsumexp(closed_forms.log_power_integrand(terms, z, -1.0), b=w))
+    f = q_frame.frame(p, q)
+    terms = q_frame.power_terms(f, -1.0)
+    z, w = pair_rules.q_rule(p, f, terms)
+    return jnp.expm1(logsumexp(q_frame.log_power_integrand(terms, z, -1.0), b=w))
 
 
 def _quadrature(d, p, q, exact0):
     """(time, relative error, nodes) of the chi2_forward gradient by quadrature, d <= 2."""
     fn = jax.jit(jax.grad(_chi2_by_quadrature, argnums=1))
-    f = closed_forms.frame(p, q)
-    n_nodes = integrals.q_rule(p, f, closed_forms.power_terms(f, -1.0))[0].shape[0]
+    f = q_frame.frame(p, q)
+    n_nodes = pair_rules.q_rule(p, f, q_frame.power_terms(f, -1.0))[0].shape[0]
     t = _timeit(lambda q_: fn(p, q_), q)
     err = abs(float(jnp.ravel(fn(p, q).loc)[0]) - exact0) / abs(exact0)
     return t, err, n_nodes

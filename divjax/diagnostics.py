@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from divjax import _checks, divergences
-from divjax.closed_forms import frame, power_integral_infinite
 from divjax.coordinates import get_parameterization, grad_in
 from divjax.estimators import REGISTRY, check_estimator, min_samples, stateful_surrogate
 from divjax.families import Gaussian, check_family
+from divjax.q_frame import frame, power_integral_infinite
 from divjax.targets import GaussianMixture, as_target, check_pair
 
 _tree_map = jax.tree_util.tree_map

@@ -23,12 +23,13 @@ How (`EXACT`, keyed by (divergence, target kind, family)): ``chi2_forward``
 (any ``alpha`` with ``I(-1)``) in closed form in any ``d``; ``kl_forward``'s
 gradient in closed form in any ``d`` (its value adds ``E_p[log p]`` by
 quadrature, ``d <= 2``); everything else by quadrature in q's standardized
-variable (`divjax.integrals`), in ``d <= 2``, or in closed form for a
+variable (`divjax.kl_integrals`, `divjax.power_integrals`,
+`divjax.jensen_shannon`), in ``d <= 2``, or in closed form for a
 one-component target. A `divjax.LogDensity` target or a `MixtureGaussian`
 ``q`` has no exact divergence.
 
 Infinite values are ``inf``, never a made-up number: ``I(a)`` diverges iff
-its integrand stops decaying (`divjax.closed_forms.power_integral_infinite`;
+its integrand stops decaying (`divjax.q_frame.power_integral_infinite`;
 in 1-D ``chi^2(p || q) = inf`` iff ``sigma^2 <= max_k s_k^2 / 2`` and
 ``chi^2(q || p) = inf`` iff ``sigma^2 >= 2 max_k s_k^2``). A finite value
 beyond the float type's range is ``inf`` too; `infinite_reason` says which,
@@ -37,95 +38,76 @@ and `log1p_divergence` gives ``log(1 + D)``, finite there.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divjax import _checks, gradients_1d, integrals
-from divjax.closed_forms import cross_entropy, frame, power_integral_infinite
-from divjax.targets import GaussianMixture
-
-DIVERGENCES = ("kl_forward", "kl_reverse", "chi2_forward", "chi2_reverse")
-ALPHA_DIVERGENCES = ("renyi_forward", "renyi_reverse", "amari", "hellinger", "jensen_shannon")
-ALL_DIVERGENCES = DIVERGENCES + ALPHA_DIVERGENCES
-NEEDS_ALPHA = ("renyi_forward", "renyi_reverse", "amari")
-
-
-def check_divergence(name: str, alpha=None) -> float | None:
-    """Validates ``name`` and its order ``alpha``; returns ``alpha`` as a float (or None).
-
-    Raises:
-      ValueError: an unknown name (listing the valid ones), a missing or
-        non-finite ``alpha`` where one is needed, a Renyi order ``<= 0``, or an
-        ``alpha`` given to a divergence that has none.
-    """
-    _checks.check_choice(name, ALL_DIVERGENCES, "divergence")
-    if name not in NEEDS_ALPHA:
-        if alpha is not None and name != "hellinger":
-            raise ValueError(f"{name} takes no alpha, got alpha={alpha!r}")
-        return 0.5 if name == "hellinger" else None
-    if alpha is None or isinstance(alpha, bool):
-        raise ValueError(f"{name} needs a finite float alpha (e.g. alpha=0.5), got {alpha!r}")
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"alpha must be a finite float, got {alpha!r}") from err
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite float, got {alpha!r}")
-    if name.startswith("renyi") and alpha <= 0:
-        raise ValueError(f"{name}: the Renyi order alpha must be > 0, got {alpha}")
-    return alpha
-
-
-def exponent(name: str, alpha: float | None) -> float | None:
-    """The ``a`` of ``I(a)`` behind a divergence's value (None for the KLs and JS)."""
-    return {
-        "chi2_forward": -1.0,
-        "chi2_reverse": 2.0,
-        "renyi_reverse": alpha,
-        "renyi_forward": None if alpha is None else 1.0 - alpha,
-        "amari": None if alpha is None else 1.0 - alpha,
-        "hellinger": 0.5,
-    }.get(name)
-
-
-def _kl(name):
-    return "kl_reverse" if name == "kl_reverse" else "kl_forward"
-
-
-def _reduces_to_kl(name: str, alpha) -> str | None:
-    """The KL a divergence equals at this order, if any."""
-    if name in ("kl_forward", "kl_reverse"):
-        return name
-    if name == "renyi_reverse" and alpha == 1:
-        return "kl_reverse"
-    if name == "renyi_forward" and alpha == 1:
-        return "kl_forward"
-    if name == "amari" and alpha in (0.0, 1.0):
-        return "kl_reverse" if alpha == 0 else "kl_forward"
-    return None
-
+from divjax import jensen_shannon, kl_integrals, power_integrals
+from divjax._numerics import clamp_at_zero, log1p_from, mul_exp, times_exp
+from divjax.closed_forms import cross_entropy, cross_entropy_parts, cross_entropy_terms
+from divjax.divergence_table import (
+    ALL_DIVERGENCES,
+    ALPHA_DIVERGENCES,
+    DIVERGENCES,
+    EXACT,
+    EXACTNESS,
+    NEEDS_ALPHA,
+    Method,
+    check_divergence,
+    check_exact_target,
+    exact_available,
+    exponent,
+    lookup,
+    reduces_to_kl,
+    target_kind,
+)
+from divjax.line_algebra import gaussian_kl, line
+from divjax.q_frame import frame, power_integral_infinite
 
 # --- values -------------------------------------------------------------------
 
 
-def _kl_value(name, p, q, rule=None):
+def _kl_values(name, p, q, rule=None):
+    """``(value, log(1 + value))`` of a KL; the logarithm stays finite beyond the float range."""
     if name == "kl_reverse":
-        return integrals.kl_reverse(p, q, rule)
-    return integrals.neg_entropy(p) + cross_entropy(p, q)
+        if rule is not None:
+            value = kl_integrals.kl_reverse(p, q, rule)
+            return value, jnp.log1p(value)
+        value, log_value = kl_integrals.kl_reverse_values(p, q)
+        return value, log1p_from(value, log_value)
+    if p.dim == 1 and p.num_components == 1:  # closed form, accurate however small
+        ln = line(p, q)
+        w = times_exp(ln.half_delta[0], math.log(2.0) - ln.log_scale)
+        value, log_value = gaussian_kl(-2.0 * ln.log_rho[0], w)
+        return value, log1p_from(value, log_value)
+    neg_entropy = kl_integrals.neg_entropy(p)
+    value = neg_entropy + cross_entropy(p, q)
+    value = clamp_at_zero(value)
+    # log(1 + A + B) with B = exp(log_b) the part that can overflow.
+    c, log_b = cross_entropy_parts(p, q)
+    big = log_b > 20.0
+    lb = jnp.where(big, log_b, 20.0)
+    log1p = jnp.where(
+        big,
+        lb + jnp.log1p((1.0 + neg_entropy + c) * jnp.exp(-lb)),
+        jnp.log1p(jnp.where(big, 0.0, value)),
+    )
+    return value, log1p
 
 
-def _from_log(name: str, alpha, log_i):
-    """``(value, log(1 + value))`` of a power divergence from ``log I``."""
+def _from_log(name: str, alpha, log_i, log_abs_log_i):
+    """``(value, log(1 + value))`` of a power divergence from ``log I`` (and ``log|log I|``)."""
     if name.startswith("chi2"):
         return jnp.expm1(log_i), log_i
     if name.startswith("renyi"):
         value = log_i / (alpha - 1.0)
-        return value, jnp.log1p(value)
+        finite = jnp.isfinite(value)
+        # Where log I itself overflowed: log(1 + D) = log|log I| - log|alpha - 1| to rounding.
+        far = log_abs_log_i - math.log(abs(alpha - 1.0))
+        return value, jnp.where(finite, jnp.log1p(jnp.where(finite, value, 0.0)), far)
     if name == "hellinger":
         value = -jnp.expm1(log_i)
         return value, jnp.log1p(value)
@@ -138,123 +120,19 @@ def _from_log(name: str, alpha, log_i):
 
 def _values(name: str, alpha, p, q, rule=None):
     """``(value, log(1 + value))`` at ``q`` (no infinity handling); ``rule`` replaces q's."""
-    kl = _reduces_to_kl(name, alpha)
+    kl = reduces_to_kl(name, alpha)
     if kl is not None:
-        value = _kl_value(kl, p, q, rule)
-        return value, jnp.log1p(value)
+        return _kl_values(kl, p, q, rule)
     if name == "jensen_shannon":
-        value = integrals.jensen_shannon(p, q, rule)
+        value = jensen_shannon.jensen_shannon(p, q, rule)
         return value, jnp.log1p(value)
-    log_i = integrals.log_power_integral(p, q, exponent(name, alpha), rule)
-    return _from_log(name, alpha, log_i)
-
-
-# --- the table ----------------------------------------------------------------
-
-
-class Method(NamedTuple):
-    """How one divergence is computed exactly for one (target kind, family).
-
-    Attributes:
-      quadrature: ``(alpha, num_components) -> (value, gradient)`` whether
-        each needs quadrature (hence ``d <= 2``).
-      hand_grad: a hand-derived gradient ``(p, q) -> grad`` or None (autodiff).
-      how: one line for the docs and error messages.
-    """
-
-    quadrature: Callable[[float | None, int], tuple[bool, bool]]
-    hand_grad: Callable | None
-    how: str
-
-
-def _power_needs_quadrature(name):
-    def needs(alpha, m):
-        if _reduces_to_kl(name, alpha):
-            kl = _reduces_to_kl(name, alpha)
-            return (True, kl == "kl_reverse")
-        a = exponent(name, alpha)
-        closed = a in (-1.0, 0.0, 1.0) or m == 1
-        return (not closed, not closed)
-
-    return needs
-
-
-_QUADRATURE = {
-    "kl_forward": lambda alpha, m: (True, False),
-    "kl_reverse": lambda alpha, m: (True, True),
-    "jensen_shannon": lambda alpha, m: (True, True),
-}
-_HOW = {
-    "kl_forward": "gradient closed form (p's moments); value adds E_p[log p] by quadrature",
-    "kl_reverse": "quadrature in q's standardized variable",
-    "chi2_forward": "closed form (pairs of components), any d",
-    "jensen_shannon": "quadrature in q's frame and around p",
-}
-
-
-def _method(name, family):
-    needs = _QUADRATURE.get(name) or _power_needs_quadrature(name)
-    hand = gradients_1d.GRADIENTS.get(name) if family == "gaussian" else None
-    return Method(needs, hand, _HOW.get(name, "I(a) by quadrature in q's frame; closed form for I(-1) and one component"))
-
-
-EXACT: dict[tuple[str, str, str], Method] = {
-    (name, "mixture", family): _method(name, family)
-    for name in ALL_DIVERGENCES
-    for family in ("gaussian", "diag", "full")
-}
-
-EXACTNESS = (
-    "exact divergences need a divjax.GaussianMixture target and a Gaussian, DiagGaussian or "
-    "FullRankGaussian q: chi2_forward (and any I(-1)) in closed form in any d; kl_forward's "
-    "gradient in any d, its value in d <= 2; every other divergence in d <= 2 (quadrature) "
-    "or for a one-component target. Otherwise use a Monte Carlo estimator (divjax.surrogate)."
-)
-
-
-def target_kind(p) -> str:
-    return "mixture" if isinstance(p, GaussianMixture) else "density"
-
-
-def check_exact_target(name: str, p, alpha=None, *, what: str = "value") -> None:
-    """`ValueError` (quoting `EXACTNESS`) where no exact ``what`` exists for this target."""
-    if target_kind(p) != "mixture":
-        raise ValueError(
-            f"no exact {name} for a {type(p).__name__} target (only its log density is known). "
-            f"{EXACTNESS}"
-        )
-    method = EXACT[(name, "mixture", "full")]
-    needs = method.quadrature(alpha, p.num_components)[0 if what == "value" else 1]
-    if needs and p.dim > 2:
-        raise ValueError(f"{name} {what} is not exact in d = {p.dim}. {EXACTNESS}")
-
-
-def lookup(name: str, p, q, alpha=None, *, what: str = "value") -> Method:
-    """The `Method` for ``(name, p, q)``; `ValueError` (quoting `EXACTNESS`) where none exists.
-
-    ``what`` is ``"value"`` or ``"gradient"``. Runs on types and shapes only,
-    so it may be called on traced arguments.
-    """
-    family = getattr(q, "family", type(q).__name__)
-    method = EXACT.get((name, target_kind(p), family))
-    if method is None:
-        raise ValueError(
-            f"no exact {name} for a {type(p).__name__} target and a {type(q).__name__} q. "
-            f"{EXACTNESS}"
-        )
-    if p.event_shape != q.event_shape:
-        raise ValueError(f"p's event_shape {p.event_shape} does not match q's {q.event_shape}")
-    check_exact_target(name, p, alpha, what=what)
-    return method
-
-
-def exact_available(name: str, p, q, alpha=None, *, what: str = "value") -> bool:
-    """Whether `lookup` succeeds (no exception)."""
-    try:
-        lookup(name, p, q, alpha, what=what)
-    except ValueError:
-        return False
-    return True
+    a = exponent(name, alpha)
+    if rule is None:
+        log_i, log_abs = power_integrals.log_power_values(p, q, a)
+    else:
+        log_i = power_integrals.log_power_integral(p, q, a, rule)
+        log_abs = jnp.log(jnp.abs(log_i))
+    return _from_log(name, alpha, log_i, log_abs)
 
 
 # --- infinity -----------------------------------------------------------------
@@ -277,8 +155,13 @@ def is_infinite(name: str, p, q, *, alpha=None) -> jax.Array:
     # Known wherever the gradient is exact: kl_forward in d > 2 (never infinite) included.
     lookup(name, p, q, alpha, what="gradient")
     a = exponent(name, alpha)
-    if a is None or _reduces_to_kl(name, alpha):
+    if a is None or reduces_to_kl(name, alpha):
         return jnp.zeros(jnp.shape(q.loc)[: q.loc.ndim - len(q.event_shape)], bool)
+    return _infinite(a, p, q)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _infinite(a, p, q):
     return power_integral_infinite(frame(p, q), a)
 
 
@@ -289,7 +172,7 @@ def _guard(name, alpha, p, q):
     neither values nor gradients are polluted by NaN from the infinite region.
     """
     a = exponent(name, alpha)
-    if a is None or 0.0 <= a <= 1.0 or _reduces_to_kl(name, alpha):
+    if a is None or 0.0 <= a <= 1.0 or reduces_to_kl(name, alpha):
         return q, jnp.zeros((), bool)
     inf = power_integral_infinite(frame(p, q), a)
     safe = jax.lax.stop_gradient(q.isotropic(_safe_log_scale(p, a)))
@@ -299,6 +182,13 @@ def _guard(name, alpha, p, q):
 def _checked_values(name, p, q, alpha, rule=None):
     alpha = check_divergence(name, alpha)
     lookup(name, p, q, alpha)
+    return _guarded_values(name, alpha, p, q, rule)
+
+
+# The public functions validate on Python types, then run one compiled program
+# per (name, alpha, shapes): called eagerly they do not dispatch op by op.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _guarded_values(name, alpha, p, q, rule):
     q_used, inf = _guard(name, alpha, p, q)
     value, log1p = _values(name, alpha, p, q_used, rule)
     return jnp.where(inf, jnp.inf, value), jnp.where(inf, jnp.inf, log1p)
@@ -311,7 +201,7 @@ def objective(name: str, p, q, *, alpha=None, rule=None) -> jax.Array:
     ``rule`` (a fixed ``(z, w)`` in q's frame) replaces the adaptive quadrature.
     """
     value, log1p = _checked_values(name, p, q, alpha, rule)
-    return value if _reduces_to_kl(name, alpha) or name == "jensen_shannon" else log1p
+    return value if reduces_to_kl(name, alpha) or name == "jensen_shannon" else log1p
 
 
 def divergence(name: str, p, q, *, alpha=None) -> jax.Array:
@@ -377,17 +267,31 @@ def _mark_infinite(grad, inf):
     return jax.tree_util.tree_map(lambda g: jnp.where(inf, jnp.inf, g), grad)
 
 
+def _cross_entropy_grad(p, q):
+    """``grad -E_p[log q]``, rescaled after differentiation (``+-inf``, never NaN, beyond range)."""
+    g_c = jax.grad(lambda q_: cross_entropy_terms(p, q_)[0])(q)
+    log_f = jax.lax.stop_gradient(cross_entropy_terms(p, q)[2])
+    g_q = jax.grad(lambda q_: cross_entropy_terms(p, q_)[1])(q)
+    return jax.tree_util.tree_map(lambda a, b: a + mul_exp(b, log_f), g_c, g_q)
+
+
 def _autodiff(name, alpha, p, q):
-    kl = _reduces_to_kl(name, alpha)
+    kl = reduces_to_kl(name, alpha)
+    if kl == "kl_reverse":
+        g, log_s = jax.grad(lambda q_: kl_integrals.kl_reverse_scaled(p, q_), has_aux=True)(q)
+        return jax.tree_util.tree_map(lambda v: mul_exp(v, log_s), g)
+    if kl == "kl_forward":
+        return _cross_entropy_grad(p, q)  # E_p[log p] does not depend on q
     if kl is not None or name == "jensen_shannon":
         return jax.grad(lambda q_: _values(name, alpha, p, q_)[0])(q)
     a = exponent(name, alpha)
-    log_i, g = jax.value_and_grad(lambda q_: integrals.log_power_integral(p, q_, a))(q)
+    # grad log I from pieces that stay finite where log I overflows: never NaN.
+    g, log_i = power_integrals.log_power_grad(p, q, a)
     if name.startswith("renyi"):
         return jax.tree_util.tree_map(lambda v: v / (alpha - 1.0), g)
-    # value = c expm1(log I): chi-squares c = 1, Hellinger c = -1, Amari c = 1 / (alpha (alpha - 1)).
+    # value = c expm1(log I): chi-squares c = 1, Hellinger -1, Amari 1 / (alpha (alpha - 1)).
     c = {"hellinger": -1.0, "amari": 1.0 / (alpha * (alpha - 1.0)) if alpha else 1.0}.get(name, 1.0)
-    return jax.tree_util.tree_map(lambda v: gradients_1d.scaled(log_i, c * v), g)
+    return jax.tree_util.tree_map(lambda v: mul_exp(c * v, log_i), g)
 
 
 def autodiff_grad(name: str, p, q, *, alpha=None):
@@ -398,6 +302,11 @@ def autodiff_grad(name: str, p, q, *, alpha=None):
     """
     alpha = check_divergence(name, alpha)
     lookup(name, p, q, alpha, what="gradient")
+    return _guarded_autodiff(name, alpha, p, q)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _guarded_autodiff(name, alpha, p, q):
     q_used, inf = _guard(name, alpha, p, q)
     return _mark_infinite(_autodiff(name, alpha, p, q_used), inf)
 
@@ -411,12 +320,18 @@ def exact_grad(name: str, p, q, *, alpha=None):
     is infinite every component is ``+inf`` (never a made-up number, never NaN).
     """
     alpha = check_divergence(name, alpha)
+    lookup(name, p, q, alpha, what="gradient")
+    return _guarded_exact_grad(name, alpha, p, q)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _guarded_exact_grad(name, alpha, p, q):
     method = lookup(name, p, q, alpha, what="gradient")
     q_used, inf = _guard(name, alpha, p, q)
-    if method.hand_grad is not None and _reduces_to_kl(name, alpha) in (None, name):
+    if method.hand_grad is not None and reduces_to_kl(name, alpha) in (None, name):
         grad = method.hand_grad(p, q_used)
-    elif _reduces_to_kl(name, alpha) == "kl_forward":
-        grad = jax.grad(lambda q_: cross_entropy(p, q_))(q_used)
+    elif reduces_to_kl(name, alpha) == "kl_forward":
+        grad = _cross_entropy_grad(p, q_used)
     else:
         grad = _autodiff(name, alpha, p, q_used)
     return _mark_infinite(grad, inf)
@@ -428,6 +343,8 @@ __all__ = [
     "DIVERGENCES",
     "EXACT",
     "EXACTNESS",
+    "NEEDS_ALPHA",
+    "Method",
     "autodiff_grad",
     "check_divergence",
     "check_exact_target",
@@ -440,4 +357,6 @@ __all__ = [
     "log1p_divergence",
     "lookup",
     "objective",
+    "reduces_to_kl",
+    "target_kind",
 ]

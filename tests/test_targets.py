@@ -191,6 +191,7 @@ def test_unnormalized_weights_give_the_same_divergences():
     [
         (dict(weights=[], locs=[], scales=[]), "at least one component"),
         (dict(weights=["a", "b"], locs=[0, 1], scales=[1, 1]), "weights must be numeric"),
+        (dict(weights="a", locs=[1.0], scales=[1.0]), "weights must be numeric"),
         (dict(weights=None, locs=[0, 1], scales=[1, 1]), "weights must be numeric"),
         (dict(weights=[[1.0]], locs=[0], scales=[1]), "weights must be"),
         (dict(weights=[0.3, -0.7], locs=[0, 1], scales=[1, 1]), "weights must be positive"),
