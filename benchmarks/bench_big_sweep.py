@@ -41,9 +41,13 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ps = res.particle_steps()
-    print(f"seeds={a.seeds} steps={a.steps} K={ks} chunk={a.chunk} ({-(-a.seeds // a.chunk)} chunks)")
-    print(f"wall {wall:.1f} s (compile {res.compile_s:.1f} s, run {res.run_s:.1f} s), "
-          f"{ps:.3g} particle-steps, {ps / res.run_s:.3g} particle-steps/s, peak RSS {peak_mb:.0f} MB")
+    print(
+        f"seeds={a.seeds} steps={a.steps} K={ks} chunk={a.chunk} ({-(-a.seeds // a.chunk)} chunks)"
+    )
+    print(
+        f"wall {wall:.1f} s (compile {res.compile_s:.1f} s, run {res.run_s:.1f} s), "
+        f"{ps:.3g} particle-steps, {ps / res.run_s:.3g} particle-steps/s, peak RSS {peak_mb:.0f} MB"
+    )
     outcomes = {o: float(m.mean()) for o, m in dj.status.outcome_masks(res.runs[-1].status).items()}
     print(f"K=256 outcomes: {outcomes}")
     return 0

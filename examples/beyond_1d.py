@@ -85,7 +85,10 @@ def main(argv=None) -> dict:
         findings["optima"][name] = int(opt.value.shape[0])
 
     q0 = dj.FullRankGaussian.from_cov([0.0, -1.0], [[4.0, 0.0], [0.0, 4.0]])
-    print(f"\nMonte Carlo fits from N((0, -1), 4 I), K = 16, {steps} steps of SGD(0.01, momentum 0.9):")
+    print(
+        f"\nMonte Carlo fits from N((0, -1), 4 I), K = 16, "
+        f"{steps} steps of SGD(0.01, momentum 0.9):"
+    )
     fits = {}
     for name, est in MC_FITS:
         res = dj.fit(
@@ -133,7 +136,9 @@ def main(argv=None) -> dict:
         res = fits[name]
         aux = paths.draw_aux(p, res.q, name, est, 16, jax.random.fold_in(key, 1))
         title = f"{est}, {steps} steps: {res.status.outcome()}"
-        plot.fit_panel2d(p, res.q, name, aux=aux, optima=optima[name], window=window, ax=ax, title=title)
+        plot.fit_panel2d(
+            p, res.q, name, aux=aux, optima=optima[name], window=window, ax=ax, title=title
+        )
         trace = np.asarray(res.trace.q.loc)
         ax.plot(trace[:, 0], trace[:, 1], color=plot.PURPLE, lw=0.7, alpha=0.5)
     title = f"MixtureGaussian q by reinforce_cv: weights {w[0]:.2f} / {w[1]:.2f}"

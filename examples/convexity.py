@@ -111,7 +111,8 @@ def draw(rows, p, path: Path) -> None:
                              gridspec_kw={"width_ratios": [1.3, 1, 1]})  # fmt: skip
     ax = axes[0]
     convex = mat >= -TOL
-    ax.imshow(np.where(convex, 1.0, 0.0), cmap=matplotlib.colors.ListedColormap(["#F4A6A6", "#A6DBA0"]),
+    ax.imshow(np.where(convex, 1.0, 0.0),
+              cmap=matplotlib.colors.ListedColormap(["#F4A6A6", "#A6DBA0"]),
               vmin=0, vmax=1, aspect="auto")  # fmt: skip
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
@@ -119,7 +120,8 @@ def draw(rows, p, path: Path) -> None:
     ax.set_xticks(range(len(params)), params, fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_title("smallest Hessian eigenvalue / largest |eigenvalue| on the grid\n"
-                 "green: no counterexample (convex on the grid); red: not convex", fontsize=9)  # fmt: skip
+                 "green: no counterexample (convex on the grid); red: not convex",
+                 fontsize=9)  # fmt: skip
     surface = landscape.surface("kl_forward", p, (-3.0, 6.0), (0.2, 2.0))
     optima = dj.optimal_q("kl_forward", p)
     for ax, param in zip(axes[1:], ("mu_log_sigma", "natural")):
@@ -143,10 +145,17 @@ def main(argv=None) -> list[dict]:
             f"target: weights {np.asarray(p.probs)}, locs {np.asarray(p.locs)}, "
             f"scales {np.asarray(p.scales)}; {num} x {num} grid of q's per divergence"
         )
-        print("min eig: smallest Hessian eigenvalue over the grid (theta coordinates); rel: smallest")
-        print("(min / max |eigenvalue|) at one point, and 'at' that point's (mu, sigma); log: the same")
+        print(
+            "min eig: smallest Hessian eigenvalue over the grid (theta coordinates); rel: smallest"
+        )
+        print(
+            "(min / max |eigenvalue|) at one point, and 'at' that point's (mu, sigma); "
+            "log: the same"
+        )
         print(f"for log(1 + chi^2). convex = rel >= -{TOL:g}.\n")
-        head = f"{'divergence':<13} {'param':<13} {'min eig':>10} {'rel':>9} {'convex':>6} {'at':<14}"
+        head = (
+            f"{'divergence':<13} {'param':<13} {'min eig':>10} {'rel':>9} {'convex':>6} {'at':<14}"
+        )
         print(head + f" {'log min eig':>11} {'log rel':>9} {'log-cvx':>7} {'at':<14}")
         rows = table(p, num)
         for r in rows:

@@ -66,7 +66,11 @@ def main(argv=None) -> dict:
         num_steps=num_steps, optimizers=OPTIMIZERS, key=key, optima={name: optima}, progress=False,
     )  # fmt: skip
     print(f"forward KL from N(-2, 0.5^2) (on the small mode), {num_steps} steps, {num_seeds} seeds")
-    print(f"{'optimizer':<9} {'K':>5} " + " ".join(f"{o:>8}" for o in SHOWN) + f" {'on left mode':>12}")
+    print(
+        f"{'optimizer':<9} {'K':>5} "
+        + " ".join(f"{o:>8}" for o in SHOWN)
+        + f" {'on left mode':>12}"
+    )
     fractions: dict = {label: {} for label in OPTIMIZERS}
     left: dict = {label: {} for label in OPTIMIZERS}
     exact = {}
@@ -90,10 +94,18 @@ def main(argv=None) -> dict:
     show = {"exact": paths.fit_paths(p, q_start, name, key=key, **kw)[0]}
     for k in (ks[0], ks[-1]):
         sub = jax.random.fold_in(key, k)
-        path, _ = paths.fit_paths(p, q_start, name, estimator, num_samples=k, num_seeds=4, key=sub, **kw)
+        path, _ = paths.fit_paths(
+            p, q_start, name, estimator, num_samples=k, num_seeds=4, key=sub, **kw
+        )
         show[f"snis, K = {k} (4 seeds)"] = path
     surface = landscape.surface(name, p, (-4.0, 5.0), (-1.2, 2.0))
-    plot.landscape(surface, trajectories=show, optima=optima, ax=ax0, title=r"Adam (0.05) paths over $\mathrm{KL}(p\,\|\,q)$")
+    plot.landscape(
+        surface,
+        trajectories=show,
+        optima=optima,
+        ax=ax0,
+        title=r"Adam (0.05) paths over $\mathrm{KL}(p\,\|\,q)$",
+    )
     width = 0.38
     x = np.arange(len(ks))
     for j, label in enumerate(OPTIMIZERS):
@@ -103,14 +115,25 @@ def main(argv=None) -> dict:
             frac = np.array([fractions[label][k][o] for k in ks])
             if frac.any():
                 color = plot.OUTCOME_COLORS[o]
-                ax1.bar(pos, frac, width * 0.95, bottom=bottom, color=color, label=OUTCOME_LABELS[o])
+                ax1.bar(
+                    pos, frac, width * 0.95, bottom=bottom, color=color, label=OUTCOME_LABELS[o]
+                )
                 bottom += frac
-        ax1.plot(pos, [left[label][k] for k in ks], "D", color="k", ms=6, label="still on the left mode")
+        ax1.plot(
+            pos, [left[label][k] for k in ks], "D", color="k", ms=6, label="still on the left mode"
+        )
         for xx in pos:
             ax1.text(xx, 1.02, label, ha="center", fontsize=7)
     handles, labels = ax1.get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # one entry per outcome, in drawing order
-    ax1.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax1.legend(
+        unique.values(),
+        unique.keys(),
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        frameon=False,
+    )
     ax1.set_xticks(x, [str(k) for k in ks])
     ax1.set_ylim(0, 1.09)
     ax1.set_xlabel("K (samples per step)")

@@ -91,7 +91,10 @@ def newton_table(p, num_steps=8) -> dict:
     eta_star = nat.from_gaussian(dj.Gaussian.from_loc_variance(mean, var))
     eta = np.concatenate([nat.from_gaussian(dj.default_q0())[None], nat.from_gaussian(res.trace.q)])
     err = np.linalg.norm(eta - eta_star, axis=-1)
-    print(f"\n2. forward KL, natural gradient, step size 1, from q0 = N(0, 5); optimum N({mean:g}, {var:g})")
+    print(
+        f"\n2. forward KL, natural gradient, step size 1, from q0 = N(0, 5); "
+        f"optimum N({mean:g}, {var:g})"
+    )
     print("   natural coordinates (= Newton's method):")
     print(f"   {'k':>3} {'||eta_k - eta*||':>18} {'e_k / e_(k-1)^2':>16}")
     ratios = []
@@ -142,7 +145,8 @@ def draw(p, newton, paths, path: Path) -> None:
         )
     surface = landscape.surface("kl_forward", p, (-0.5, 2.5), (0.55, 1.25))
     plot.landscape(surface, trajectories=show, optima=dj.optimal_q("kl_forward", p), ax=ax0,
-                   title="natural gradient, step 1: the path depends on the coordinates")  # fmt: skip
+                   title="natural gradient, step 1: the path depends on the coordinates",
+                   )  # fmt: skip
     err = np.asarray(newton["errors"])
     k = np.arange(err.size)
     ax1.semilogy(k, np.maximum(err, 1e-17), "o-", color=plot.PURPLE)
@@ -150,7 +154,15 @@ def draw(p, newton, paths, path: Path) -> None:
     ax1.set_ylabel(r"$\|\eta_k - \eta^*\|$")
     ax1.set_title("natural coordinates: Newton's method, quadratic convergence", fontsize=10)
     ax1.axhline(np.finfo(np.float64).eps, color="0.6", ls=":", lw=1)
-    ax1.text(k[-1], np.finfo(np.float64).eps * 2, "float64 eps", ha="right", va="bottom", fontsize=8, color="0.4")
+    ax1.text(
+        k[-1],
+        np.finfo(np.float64).eps * 2,
+        "float64 eps",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="0.4",
+    )
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

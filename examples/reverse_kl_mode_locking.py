@@ -47,7 +47,9 @@ def main(argv=None) -> dict:
     min_eigs = np.asarray(dj.hessian_eigenvalues(name, p, "mu_log_sigma", optima.q))[:, 0]
     for i in range(optima.value.shape[0]):
         loc, scale, value = float(optima.q.loc[i]), float(optima.q.scale[i]), float(optima.value[i])
-        print(f"{i:3d} {loc:7.3f} {scale:7.3f} {value:9.4f} {grad_norms[i]:9.2e} {min_eigs[i]:16.3f}")
+        print(
+            f"{i:3d} {loc:7.3f} {scale:7.3f} {value:9.4f} {grad_norms[i]:9.2e} {min_eigs[i]:16.3f}"
+        )
     starts = dj.Gaussian(jnp.linspace(-4.0, 5.0, num_starts), jnp.full(num_starts, jnp.log(0.7)))
     path, diverged_at = paths.fit_paths(p, starts, name, num_steps=num_steps, key=jax.random.key(0))
     ends = dj.Gaussian._make((jnp.asarray(path.loc[:, -1]), jnp.asarray(path.log_scale[:, -1])))
@@ -69,7 +71,9 @@ def main(argv=None) -> dict:
             lambda a, i=i: a[i], path
         )
     colors = {k: ("#E7298A" if where[i] == 1 else "#2C7FB8") for i, k in enumerate(show)}
-    plot.landscape(landscape.surface(name, p), trajectories=show, optima=optima, colors=colors, ax=ax)
+    plot.landscape(
+        landscape.surface(name, p), trajectories=show, optima=optima, colors=colors, ax=ax
+    )
     ax.set_title(
         "exact reverse-KL fits: blue end at the global optimum, pink at the local one", fontsize=10
     )

@@ -75,7 +75,12 @@ def main(argv=None) -> dict:
     colors = dict(zip((label for label, _, _ in RUNS), plt.get_cmap("tab10").colors))
     steps = np.arange(num_steps + 1)
     for i, (label, lr, mom) in enumerate(RUNS):
-        ax0.plot(steps, np.maximum(gap[i], 1e-8), color=colors[label], label=f"{label} (lr {lr:g}, m {mom:g})")
+        ax0.plot(
+            steps,
+            np.maximum(gap[i], 1e-8),
+            color=colors[label],
+            label=f"{label} (lr {lr:g}, m {mom:g})",
+        )
         if diverged_at[i] >= 0:
             at = int(diverged_at[i])
             ax0.plot(at, max(gap[i, at], 1e-8), "x", color=colors[label], ms=9, mew=2)

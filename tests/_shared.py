@@ -92,7 +92,7 @@ def exact_1d(p, pairs):
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exact_default(pairs: tuple) -> dict:
     """`exact_1d` on the default target, cached for the session."""
     return exact_1d(dj.default_target, pairs)

@@ -92,7 +92,20 @@ def test_two_processes_match_one_process(tmp_path):
 def test_killed_sweep_resumes_identically(tmp_path):
     """A sweep killed mid-run leaves its finished chunks; the same call resumes, bitwise equal."""
     out_dir = tmp_path / "sweep"
-    proc = _run(["--seeds", 32, "--steps", 300, "--chunk", 4, "--out-dir", out_dir, "--out", tmp_path / "x.npz"])
+    proc = _run(
+        [
+            "--seeds",
+            32,
+            "--steps",
+            300,
+            "--chunk",
+            4,
+            "--out-dir",
+            out_dir,
+            "--out",
+            tmp_path / "x.npz",
+        ]
+    )
     deadline = time.time() + 180
     while not (out_dir / "chunk_00001.npz").exists():
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]

@@ -47,6 +47,7 @@ def run(name, tmp_path, capsys):
     return findings, out
 
 
+@pytest.mark.slow  # 15-40 s: optimal_q compiles; the features are unit-tested
 def test_mean_vs_mode_seeking(tmp_path, capsys):
     findings, out = run("mean_vs_mode_seeking", tmp_path, capsys)
     assert set(findings) == {"kl_forward", "kl_reverse", "chi2_forward", "chi2_reverse"}
@@ -100,6 +101,7 @@ def test_verify_gradient(tmp_path, capsys):
     assert "PASS" in out and "FAIL" in out
 
 
+@pytest.mark.slow  # 15-40 s: optimal_q compiles; the features are unit-tested
 def test_beyond_1d(tmp_path, capsys):
     findings, out = run("beyond_1d", tmp_path, capsys)
     # One moment match; reverse KL has one minimum on this target (the small mode's
@@ -110,6 +112,7 @@ def test_beyond_1d(tmp_path, capsys):
     assert "converged to the global optimum" in out
 
 
+@pytest.mark.slow  # 15-40 s: optimal_q compiles; the features are unit-tested
 def test_convexity(tmp_path, capsys):
     findings, out = run("convexity", tmp_path, capsys)
     rows = {(r["divergence"], r["parameterization"]): r for r in findings}
@@ -121,6 +124,7 @@ def test_convexity(tmp_path, capsys):
     assert "convex = rel >=" in out
 
 
+@pytest.mark.slow  # 15-40 s: optimal_q compiles; the features are unit-tested
 def test_natural_gradient(tmp_path, capsys):
     findings, out = run("natural_gradient", tmp_path, capsys)
     # One direction in every parameterization.

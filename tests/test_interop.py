@@ -21,7 +21,9 @@ def families():
         "diag": dj.DiagGaussian(jnp.array([0.5, -1.0]), jnp.array([0.1, -0.3])),
         "full": dj.FullRankGaussian(jnp.array([0.5, -1.0]), jnp.array([[0.1, 0.0], [0.4, -0.3]])),
         "mixture": dj.MixtureGaussian(
-            jnp.array([0.2, -0.1]), jnp.array([[-1.0, 0.0], [1.0, 0.5]]), jnp.array([[0.0, -0.2], [0.1, 0.3]])
+            jnp.array([0.2, -0.1]),
+            jnp.array([[-1.0, 0.0], [1.0, 0.5]]),
+            jnp.array([[0.0, -0.2], [0.1, 0.3]]),
         ),
     }
 
@@ -32,10 +34,14 @@ def test_round_trip_and_log_prob(x64, lib):
     for name, q in families().items():
         d = interop.to_distribution(q, lib)
         x = q.sample(jax.random.key(0), (3, 2))
-        np.testing.assert_allclose(d.log_prob(x), q.log_prob(x), rtol=1e-10, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(
+            d.log_prob(x), q.log_prob(x), rtol=1e-10, atol=1e-10, err_msg=name
+        )
         back = interop.from_distribution(d)
         assert type(back) is type(q)
-        np.testing.assert_allclose(back.log_prob(x), q.log_prob(x), rtol=1e-10, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(
+            back.log_prob(x), q.log_prob(x), rtol=1e-10, atol=1e-10, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -49,11 +55,15 @@ def test_a_distribution_is_a_target(x64, lib):
     key = jax.random.key(1)
     for est in ("reparam", "reinforce"):
         g1, _ = jax.jit(jax.grad(dj.surrogate("kl_reverse", est, target, 16), has_aux=True))(q, key)
-        g2, _ = jax.jit(jax.grad(dj.surrogate("kl_reverse", est, mixture, 16), has_aux=True))(q, key)
+        g2, _ = jax.jit(jax.grad(dj.surrogate("kl_reverse", est, mixture, 16), has_aux=True))(
+            q, key
+        )
         for a, b in zip(g1, g2):
             np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
     # The mixture has exact divergences; q against its own distribution is 0.
-    assert float(dj.divergence("kl_reverse", interop.as_mixture(interop.to_distribution(q, lib)), q)) == pytest.approx(0, abs=1e-10)
+    assert float(
+        dj.divergence("kl_reverse", interop.as_mixture(interop.to_distribution(q, lib)), q)
+    ) == pytest.approx(0, abs=1e-10)
 
 
 def test_batched_distribution_is_refused_with_the_fix():
