@@ -125,8 +125,7 @@ def power_pieces(p, q, a: float) -> PowerPieces:
             return PowerPieces(jnp.ones((), bool), zero, rest, w2, log_scale, log_w, infinite)
         use = stop(~(jnp.abs(asym) <= asymptotic_threshold(dtype)))
         q_used = safe_q(p, q, a, use | infinite)
-    else:
-        check_dim(p)
+    else:  # no asymptotic branch; quadrature (d <= 2) only where no closed form exists
         use, q_used = jnp.zeros((), bool), q
         rest, w2, log_scale = (jnp.zeros((), dtype) for _ in range(3))
         log_w = jnp.full((), -jnp.inf, dtype)
@@ -137,6 +136,7 @@ def power_pieces(p, q, a: float) -> PowerPieces:
     elif p.num_components == 1:
         value = single_log_power_integral(power_terms(frame(p, q_used), a))
     else:
+        check_dim(p)
         value = _q_frame_power(p, q_used, a)
     return PowerPieces(use, value, rest, w2, log_scale, log_w, infinite)
 
