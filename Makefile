@@ -24,10 +24,10 @@ demo: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check divjax tests benchmarks examples
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-all: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m ""
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

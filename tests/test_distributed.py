@@ -74,6 +74,7 @@ def _in_process(seeds, steps, chunk, out_dir=None):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves([(r.q, r.status) for r in res.runs])]
 
 
+@pytest.mark.slow  # 23 s: three cold compiles of the sharded sweep
 def test_two_processes_match_one_process(tmp_path):
     """2 processes x 1 CPU device (gloo), gathered on every process == one process, bitwise.
 

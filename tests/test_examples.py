@@ -70,6 +70,7 @@ def test_step_size_momentum_reports_negative_step_as_diverged(tmp_path, capsys):
     assert "diverged at step" in out
 
 
+@pytest.mark.slow  # 9 s; sweep outcomes are unit-tested in test_sweeps
 def test_mc_stuck_exact_moves_and_fractions_add_up(tmp_path, capsys):
     findings, _ = run("mc_stuck", tmp_path, capsys)
     assert findings["exact"]["sgd"] == "global"
@@ -81,12 +82,14 @@ def test_mc_stuck_exact_moves_and_fractions_add_up(tmp_path, capsys):
     assert findings["left_mode"]["adam"][2] == 1.0
 
 
+@pytest.mark.slow  # 6 s; mode locking is unit-tested in test_fit
 def test_reverse_kl_mode_locking_finds_the_local_minimum(tmp_path, capsys):
     findings, out = run("reverse_kl_mode_locking", tmp_path, capsys)
     assert 1 <= findings["num_local"] < findings["num_starts"]
     assert "local optimum (mode at -2)" in out
 
 
+@pytest.mark.slow  # 11 s; infinite values and reasons are unit-tested in test_divergences
 def test_infinite_chi2(tmp_path, capsys):
     findings, out = run("infinite_chi2", tmp_path, capsys)
     fwd, rev = findings["chi2_forward"], findings["chi2_reverse"]

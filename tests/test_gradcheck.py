@@ -45,6 +45,7 @@ def test_skips_q_where_the_divergence_is_infinite(x64):
         dj.check_grad(lambda p_, q: q, "chi2_forward", p, narrow)
 
 
+@pytest.mark.slow  # 8 s; the main divergences are checked in the other tests
 def test_alpha_divergence_and_given_qs(x64):
     p = dj.default_target()
     qs = dj.Gaussian(jnp.array([1.0, 3.0]), jnp.log(jnp.array([1.2, 1.0])))

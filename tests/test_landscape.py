@@ -105,6 +105,7 @@ def test_forward_chi2_log_convex_in_natural_coordinates_only(x64):
     assert all(rel[n] < -1e-3 for n in OTHERS), rel
 
 
+@pytest.mark.slow  # 6 s; convexity in natural coordinates is tested for the forward KL
 def test_reverse_chi2_nonconvex_in_natural_coordinates(x64):
     qs = _grid(0.2, 1.35)  # sigma^2 < 2 s_max^2: finite
     assert _min_rel_eig("chi2_reverse", qs, ("natural",))["natural"] < -1e-3
