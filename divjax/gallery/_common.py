@@ -74,6 +74,16 @@ class Result(NamedTuple):
         return all(c.holds for c in self.checks)
 
 
+def result(entry, data, verdict: str) -> Result:
+    """The `Result` of a gallery module ``entry`` (its ``NAME``, ``TITLE``, ``SOURCE``,
+    ``STATEMENT``, ``_table``, ``checks``, ``_measured`` and ``_notes``) for ``data``."""
+    return Result(
+        entry.NAME, entry.TITLE, entry.SOURCE, entry.STATEMENT, *entry._table(data),
+        checks=entry.checks(data), measured=entry._measured(data), verdict=verdict,
+        notes=entry._notes(data), data=data,
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
 def fast_compile():
     """XLA's cheap optimization level for every program compiled inside (restored after).
