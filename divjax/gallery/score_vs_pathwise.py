@@ -228,6 +228,8 @@ def _notes(data):
 
 
 def figure(result):
+    import matplotlib.ticker
+
     d = result.data
     fig, (ax1, ax2) = C.new_figure(2)
     sig = np.asarray(d["cfg"]["sigmas"])
@@ -268,4 +270,6 @@ def figure(result):
         title=f"σ = {SIGMA_FOR_WIDTHS:g}: below 1, the score function wins",
     )
     ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):  # major labels only: minor ones overprint on short log axes
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     return fig
