@@ -86,8 +86,12 @@ class ChunkStore:
             for j, s in enumerate(states)
             for k, leaf in enumerate(jax.tree_util.tree_leaves(s))
         }
-        tmp = self._path(i).with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        # The partial file must not look like a finished chunk (``chunk_*.npz``) to
+        # anyone listing out_dir while it is written; a file handle keeps numpy from
+        # appending ``.npz`` to the name.
+        tmp = self._path(i).with_name(self._path(i).name + ".part")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         os.replace(tmp, self._path(i))
 
 

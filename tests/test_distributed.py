@@ -118,6 +118,10 @@ def test_killed_sweep_resumes_identically(tmp_path):
     assert 2 <= len(done) < 8, done  # killed mid-run; every finished chunk is a readable file
     for path in out_dir.glob("chunk_*.npz"):
         np.load(path).close()
+    # A chunk cut off while being written is left as a partial file, never under a
+    # finished chunk's name; resuming overwrites it.
+    (out_dir / "chunk_00007.npz.part").write_bytes(b"cut off mid-write")
     resumed = _in_process(32, 300, 4, out_dir)
     assert len(list(out_dir.glob("chunk_*.npz"))) == 8
+    assert not list(out_dir.glob("*.part")), list(out_dir.glob("*"))
     _same(resumed, _in_process(32, 300, 4))
