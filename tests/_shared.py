@@ -1,9 +1,13 @@
 """Programs and scenarios shared by several test modules (one compile per session).
 
 `exact_1d` evaluates every exact quantity of every divergence case at a padded
-batch of 1-D q's in one jitted program; test modules call it with their own q's
-(same batch size, same target shape: no recompile) instead of compiling their
-own copies of the quadratures.
+batch of 1-D q's, one jitted program per group of cases (`GROUPS`); test
+modules call it with their own q's (same batch size, same target shape: no
+recompile) instead of compiling their own copies of the quadratures, and ask
+only for the groups they read.
+
+The test modules that call it run in one pytest-xdist worker (``conftest.py``),
+so each program compiles once per run.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ ALPHA = (
     ("jensen_shannon", None),
 )
 CASES = tuple((n, None) for n in MAIN) + ALPHA
+# `exact_1d`'s programs: each group of cases compiles on its own, in a few seconds.
+GROUPS = {
+    "main": tuple((n, None) for n in MAIN),
+    "renyi": tuple(c for c in ALPHA if c[0].startswith("renyi")),
+    "others": tuple(c for c in ALPHA if not c[0].startswith("renyi")),
+}
 # The order of each alpha-divergence used where one order stands for its kind.
 DEFAULT_ALPHA = {"renyi_forward": 0.5, "renyi_reverse": 0.5, "amari": 0.5}
 BATCH = 48  # the padded batch of `exact_1d`
@@ -51,11 +61,11 @@ def other_target() -> dj.GaussianMixture:
     return dj.GaussianMixture(weights=[2.0, 5.0], locs=[-1.0, 1.5], scales=[1.2, 0.6])
 
 
-@jax.jit
-def _exact_1d(p, qs):
+@functools.partial(jax.jit, static_argnames="group")
+def _exact_1d(p, qs, group):
     def one(q):
         out = {}
-        for name, alpha in CASES:
+        for name, alpha in GROUPS[group]:
             r = out[key_of((name, alpha))] = dict(
                 value=dj.divergence(name, p, q, alpha=alpha),
                 exact=jnp.stack(dj.exact_grad(name, p, q, alpha=alpha)),
@@ -69,11 +79,12 @@ def _exact_1d(p, qs):
     return jax.vmap(one)(qs)
 
 
-def exact_1d(p, pairs):
-    """Every case's value, exact gradient (``(n, 2)``) and flags at the (loc, scale) pairs.
+def exact_1d(p, pairs, groups=tuple(GROUPS)):
+    """Each case's value, exact gradient (``(n, 2)``) and flags at the (loc, scale) pairs.
 
-    Float64, one compile for every two-component target; ``p`` is a
-    `GaussianMixture` built in float64 or a zero-argument function building one.
+    Float64, one compile per group for every two-component target; ``p`` is a
+    `GaussianMixture` built in float64 or a zero-argument function building
+    one; ``groups``: the `GROUPS` whose cases are returned.
     """
     pairs = [tuple(map(float, q)) for q in pairs]
     out = {}
@@ -82,7 +93,8 @@ def exact_1d(p, pairs):
         for start in range(0, len(pairs), BATCH):
             chunk = pairs[start : start + BATCH]
             n = len(chunk)
-            res = _exact_1d(p, gaussians(chunk + [chunk[0]] * (BATCH - n)))
+            qs = gaussians(chunk + [chunk[0]] * (BATCH - n))
+            res = {k: v for g in groups for k, v in _exact_1d(p, qs, group=g).items()}
             res = jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], res)
             out = (
                 res
@@ -93,6 +105,6 @@ def exact_1d(p, pairs):
 
 
 @functools.cache
-def exact_default(pairs: tuple) -> dict:
+def exact_default(pairs: tuple, groups=tuple(GROUPS)) -> dict:
     """`exact_1d` on the default target, cached for the session."""
-    return exact_1d(dj.default_target, pairs)
+    return exact_1d(dj.default_target, pairs, groups)

@@ -24,3 +24,27 @@ def x64():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+# The test modules that read `tests._shared.exact_1d` run in one pytest-xdist worker,
+# so its programs compile once per run; every other module is scheduled on its own
+# (``--dist loadfile``, as the Makefile runs it).
+_SHARED_EXACT = frozenset(
+    f"tests/{p.name}"
+    for p in Path(__file__).parent.glob("test_*.py")
+    if "_shared.exact_" in p.read_text()
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedExactScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "shared-exact" if path in _SHARED_EXACT else path
+
+    return SharedExactScheduling(config, log)

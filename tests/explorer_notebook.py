@@ -78,6 +78,12 @@ def code_notebook(*sources: str) -> nbformat.NotebookNode:
     return nb
 
 
+def suite_cache() -> str:
+    """The test run's JAX compilation cache (``tests/conftest.py``), or ``$DIVJAX_JAX_CACHE``:
+    a kernel or window process loads what the other tests already compiled."""
+    return os.environ.get("DIVJAX_JAX_CACHE") or os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
 def kernel_env(cache_dir: str) -> dict:
     """What a kernel needs: this tree first on the path, a shared JAX compilation cache."""
     return {

@@ -150,7 +150,7 @@ def test_grad_in_matches_grad_through_the_map(x64):
     p = dj.default_target()
     pairs = ((1.0, 1.2), (3.0, 1.0))
     qs = _shared.gaussians(pairs)
-    exact = _shared.exact_default(pairs)["chi2_forward:None"]["exact"]  # (2, 2)
+    exact = _shared.exact_default(pairs, ("main",))["chi2_forward:None"]["exact"]  # (2, 2)
     grad = dj.Gaussian._make((jnp.asarray(exact[:, 0]), jnp.asarray(exact[:, 1])))
 
     @jax.jit
@@ -209,7 +209,7 @@ def test_natural_gradient_is_the_same_direction_in_every_parameterization(x64, n
     (sigma^2 g_mu, g_log_sigma / 2) with g the hand-derived exact gradient."""
     qs = default_qs(dj.default_target())
     pairs = tuple(zip(np.asarray(qs.loc).tolist(), np.exp(np.asarray(qs.log_scale)).tolist()))
-    ref = _shared.exact_default(pairs)[f"{name}:None"]
+    ref = _shared.exact_default(pairs, ("main",))[f"{name}:None"]
     finite = ~ref["infinite"]
     qs = jax.tree_util.tree_map(lambda a: a[finite], qs)
     auto, exact = ref["auto"][finite], ref["exact"][finite]

@@ -241,7 +241,7 @@ def test_log_weights_are_log_p_tilde_minus_log_q(one_draw):
 @pytest.mark.parametrize("name", EXACT_FAST)
 def test_exact_routes_to_exact_grad(one_draw, name):
     """The "exact" estimator is exact_grad and its loss the divergence (float32 vs float64)."""
-    ref = _shared.exact_default(tuple(ONE_QS[:3]))[_shared.key_of((name, None))]
+    ref = _shared.exact_default(tuple(ONE_QS[:3]), ("main",))[_shared.key_of((name, None))]
     for i in range(3):
         (loss, aux), g = _at(one_draw[_id(_entry(name, "exact"))], 0, i)
         if ref["infinite"][i]:
@@ -621,7 +621,7 @@ def test_self_normalized_bias_shrinks_like_one_over_k(bias_1_over_k, entry):
 @pytest.mark.slow
 def test_the_limit_is_the_exact_estimand():
     """The dense-quadrature limit of the ratio agrees with divjax's exact estimand."""
-    ref = _shared.exact_1d(lambda: dj.GaussianMixture(*SN_P), [SN_Q])
+    ref = _shared.exact_1d(lambda: dj.GaussianMixture(*SN_P), [SN_Q], ("main",))
     for e in SN:
         limit, _ = _first_order_bias(e[1], SN_P, SN_Q)
         r = ref[_shared.key_of((e[0], None))]

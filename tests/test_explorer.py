@@ -117,6 +117,19 @@ def test_drag_mode_moves_target_and_never_recompiles(ex):
     ex.set_target(dj.default_target())
 
 
+def test_a_weight_dragged_past_the_top_of_the_panel_keeps_growing(ex):
+    ex.reset()
+    w0, _, _ = mixture_arrays(ex.session.target)
+    xs, ys = ex.figure.fit.modes.get_data()
+    top = ex.figure.fit.ax.get_ylim()[1]
+    end = (xs[0], 1.5 * top)  # past the axes: matplotlib gives no data coordinates there
+    drag(ex, (xs[0], ys[0]), end)
+    w, _, _ = mixture_arrays(ex.session.target)
+    factor = min(end[1] / ys[0], 50.0)
+    assert w[0] / w[1] == pytest.approx(factor * w0[0] / w0[1], rel=0.05)
+    ex.set_target(dj.default_target())
+
+
 def test_drag_q_moves_its_mean_and_width(ex):
     ex.reset()
     q = ex.session.q("reverse")

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from tests import browser_harness as bh
-from tests.explorer_notebook import EXPLORER, GEOMETRY, SETUP, SHOW, code_notebook, kernel_env
+from tests.explorer_notebook import (
+    EXPLORER,
+    GEOMETRY,
+    SETUP,
+    SHOW,
+    code_notebook,
+    kernel_env,
+    suite_cache,
+)
 
 pytestmark = pytest.mark.browser
 READOUT = ".explorer-readout"
@@ -38,8 +46,7 @@ def server(tmp_path_factory):
         pytest.skip(f"browser test skipped: {reason}")
     pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install jupyterlab)")
     pytest.importorskip("ipympl", reason="ipympl is not installed (pip install ipympl)")
-    cache = str(tmp_path_factory.mktemp("jax-cache"))
-    srv = bh.JupyterServer(env=kernel_env(os.environ.get("DIVJAX_JAX_CACHE", cache)))
+    srv = bh.JupyterServer(env=kernel_env(suite_cache()))
     try:
         srv.start()
     except bh.ServerError as err:

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from tests.explorer_notebook import ROOT, kernel_env
+from tests.explorer_notebook import ROOT, kernel_env, suite_cache
 
 pytestmark = pytest.mark.gui
 
@@ -82,7 +82,7 @@ def test_page_preset_in_a_tk_window_under_xvfb(tmp_path):
         with os.fdopen(read) as f:
             display = ":" + f.readline().strip()
         env = dict(os.environ, MPLBACKEND="TkAgg", DISPLAY=display)
-        env.update(kernel_env(os.environ.get("DIVJAX_JAX_CACHE", str(tmp_path / "jax-cache"))))
+        env.update(kernel_env(suite_cache()))
         script = tmp_path / "window.py"
         script.write_text(textwrap.dedent(SCRIPT))
         run = subprocess.run(

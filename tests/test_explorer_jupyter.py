@@ -15,7 +15,15 @@ import time
 
 import pytest
 
-from tests.explorer_notebook import EXPLORER, GEOMETRY, SETUP, SHOW, code_notebook, kernel_env
+from tests.explorer_notebook import (
+    EXPLORER,
+    GEOMETRY,
+    SETUP,
+    SHOW,
+    code_notebook,
+    kernel_env,
+    suite_cache,
+)
 
 pytestmark = pytest.mark.jupyter
 
@@ -86,16 +94,10 @@ print("RESULT " + json.dumps(results))
 """.strip()
 
 
-@pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-    """A JAX compilation cache shared by the kernels of this test session."""
-    return str(tmp_path_factory.mktemp("jax-cache"))
-
-
-def test_explorer_in_a_real_kernel_with_ipympl(tmp_path, monkeypatch, jax_cache):
+def test_explorer_in_a_real_kernel_with_ipympl(tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    for name, value in kernel_env(jax_cache).items():
+    for name, value in kernel_env(suite_cache()).items():
         monkeypatch.setenv(name, value)
     nb = code_notebook(SETUP, EXPLORER, SHOW, GEOMETRY, DRIVE)
     t0 = time.monotonic()

@@ -100,10 +100,12 @@ class Pointer:
             if theta is not None:
                 ex.move_q_to_theta(theta, self.drag[1])
             return
-        if event.inaxes is not ex.figure.fit.ax or event.xdata is None:
+        if event.x is None or event.y is None:
             return
         kind, which, (x0, y0, (w0, m0, s0), q) = self.drag
-        x, y = event.xdata, event.ydata
+        # In the fit panel's data coordinates even past its edges: a weight dragged up
+        # beyond the top keeps growing instead of stopping where the mouse left the axes.
+        x, y = ex.figure.fit.ax.transData.inverted().transform((event.x, event.y))
         if kind == "q_loc":
             ex.set_q(float(q.loc) + (x - x0), float(q.scale), which)
         elif kind == "q_width":
