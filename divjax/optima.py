@@ -32,6 +32,7 @@ scale, target): a second fit on the same target does not search again.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -46,6 +47,7 @@ from divjax.targets import GaussianMixture
 FAMILIES = ("full", "diag")
 _SEARCH_XTOL = 1e-9
 _CACHE: dict[tuple, Any] = {}
+_CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 256
 
 
@@ -251,11 +253,14 @@ def optimal_q(
     if grad_tol is None:
         grad_tol = 1e-6 if dtype == jnp.float64 else 2e-3
     key = _key(name, alpha, p, family, fixed_log_scale, num_iters, grad_tol)
-    if key not in _CACHE:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _optimal_q(name, alpha, p, family, fixed_log_scale, num_iters, grad_tol)
-    return _CACHE[key]
+    found = _CACHE.get(key)
+    if found is None:  # computed outside the lock: threads work on different divergences
+        found = _optimal_q(name, alpha, p, family, fixed_log_scale, num_iters, grad_tol)
+        with _CACHE_LOCK:
+            while len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = found
+    return found
 
 
 def _optimal_q(name, alpha, p, family, fixed, num_iters, grad_tol) -> Optima:

@@ -86,3 +86,25 @@ def test_version_and_module_entry_point(capsys):
 def test_cache_location_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cli.cache_dir() == tmp_path / "divjax" / "jax"
+
+
+def test_demo_works_on_divergences_two_at_a_time_with_the_same_numbers():
+    """`run_demo` with two worker threads: the rows of one thread at a time, in order."""
+    import jax
+
+    from divjax import demo
+
+    p, q0 = divjax.default_target(), divjax.Gaussian.from_loc_variance(0.0, 5.0)
+    fits = [("kl_forward", "snis"), ("kl_reverse", "exact"), ("kl_reverse", "reparam")]
+    kw = dict(num_samples=(4,), num_seeds=3, num_steps=20, grad_draws=16, key=jax.random.key(2))
+    rows = {w: demo.run_demo(p, q0, fits, workers=w, echo=lambda s: None, **kw) for w in (1, 2)}
+    assert [r[:3] for r in rows[2].rows] == [
+        ("kl_forward", "snis", 4),
+        ("kl_reverse", "exact", 0),
+        ("kl_reverse", "reparam", 4),
+    ]
+    for a, b in zip(rows[1].rows, rows[2].rows):
+        assert repr(a) == repr(b)  # every field, NaN included
+    assert rows[2].timing.workers == 2 and rows[1].timing.workers == 1
+    with pytest.raises(ValueError, match="workers"):
+        demo.run_demo(p, q0, fits, workers=0, **kw)
