@@ -103,9 +103,12 @@ class Pointer:
         if event.x is None or event.y is None:
             return
         kind, which, (x0, y0, (w0, m0, s0), q) = self.drag
-        # In the fit panel's data coordinates even past its edges: a weight dragged up
-        # beyond the top keeps growing instead of stopping where the mouse left the axes.
-        x, y = ex.figure.fit.ax.transData.inverted().transform((event.x, event.y))
+        ax = ex.figure.fit.ax
+        if event.inaxes is ax and event.xdata is not None:
+            x, y = event.xdata, event.ydata
+        else:  # past the panel's edges (to the pixel): a weight dragged up beyond the top
+            # keeps growing instead of stopping where the mouse left the axes
+            x, y = ax.transData.inverted().transform((event.x, event.y))
         if kind == "q_loc":
             ex.set_q(float(q.loc) + (x - x0), float(q.scale), which)
         elif kind == "q_width":
