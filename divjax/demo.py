@@ -21,7 +21,7 @@ import numpy as np
 from divjax import _checks
 from divjax.demo_table import HEADER, Row, format_row, make_row, write_tables
 from divjax.diagnostics import grad_stats_many
-from divjax.estimators import ESTIMATORS, min_samples
+from divjax.estimators import ESTIMATORS, check_estimator, min_samples
 from divjax.fit import default_optimizer
 from divjax.landscape import default_window, surface
 from divjax.optima import Optima, optimal_q
@@ -91,6 +91,8 @@ def run_demo(
     """
     t_start = time.perf_counter()
     _checks.check_int(workers, "workers", 1)
+    for name, est in fits:  # bad input fails here, before any thread starts
+        check_estimator(name, est, target, min_samples(est, name))
     optimizer = optimizer or default_optimizer()
     names = list(dict.fromkeys(n for n, _ in fits))
     echo(HEADER + "\n" + "-" * len(HEADER))
@@ -105,7 +107,12 @@ def run_demo(
     with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
         futures = [pool.submit(group, i, n) for i, n in enumerate(names)]
         for name, future in zip(names, futures):
-            g = future.result()
+            try:
+                g = future.result()
+            except BaseException:  # an error or Ctrl-C: start no further divergence
+                for f in futures:
+                    f.cancel()
+                raise
             optima[name] = g.optima
             stats.update(g.stats)
             for run in g.sweep.runs:

@@ -108,3 +108,5 @@ def test_demo_works_on_divergences_two_at_a_time_with_the_same_numbers():
     assert rows[2].timing.workers == 2 and rows[1].timing.workers == 1
     with pytest.raises(ValueError, match="workers"):
         demo.run_demo(p, q0, fits, workers=0, **kw)
+    with pytest.raises(ValueError, match="nope"):  # before any thread starts
+        demo.run_demo(p, q0, fits + [("kl_forward", "nope")], **kw)
