@@ -89,10 +89,11 @@ class ChunkStore:
         # The partial file must not look like a finished chunk (``chunk_*.npz``) to
         # anyone listing out_dir while it is written; a file handle keeps numpy from
         # appending ``.npz`` to the name.
-        tmp = self._path(i).with_name(self._path(i).name + ".part")
+        path = self._path(i)
+        tmp = path.with_name(path.name + ".part")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, self._path(i))
+        os.replace(tmp, path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

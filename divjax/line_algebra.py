@@ -46,12 +46,10 @@ class Line(NamedTuple):
 
 
 def line(p, q) -> Line:
-    """The `Line` of a 1-D mixture and a 1-D Gaussian of any family (a ``d = 1``
-    `FullRankGaussian` gives its log scale through `log_marginal_scales`)."""
+    """The `Line` of a 1-D mixture and a 1-D Gaussian of any family."""
     locs = jnp.reshape(p.locs, (-1,))
     log_s = jnp.log(jnp.abs(jnp.reshape(p.scale_trils, (-1,))))
-    log_scale = q.log_scale if hasattr(q, "log_scale") else q.log_marginal_scales()
-    loc, log_scale = jnp.asarray(q.loc), jnp.asarray(log_scale)
+    loc, log_scale = jnp.asarray(q.loc), jnp.asarray(q.log_marginal_scales())
     return Line(
         loc, log_scale, locs, log_s, p.log_probs, half_difference(loc, locs), log_scale - log_s
     )
